@@ -1,0 +1,110 @@
+"""Saving and loading weights (safetensors, no pickle), configs and resumable training state."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .atomic import atomic_path
+from .config import PostprocessConfig, TrainConfig, load_config, load_postprocess
+from .errors import NucleisegError
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+THRESHOLDS = "thresholds.json"
+STATE = "checkpoint.safetensors"
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside DDP / torch.compile wrappers, so saved keys carry no wrapper prefix."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
+def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous().cpu() for k, v in unwrap(model).state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata or {})
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except FileNotFoundError:
+        raise NucleisegError(f"{path}: weights file not found") from None
+    except Exception as exc:
+        raise NucleisegError(f"{path}: corrupt or unreadable weights file ({exc})") from None
+
+
+def load_weights_into(model: nn.Module, path: Path) -> dict[str, str]:
+    """Load a safetensors file into ``model``; a file of another architecture is a clear error."""
+    state, meta = _read_safetensors(path)
+    own = unwrap(model).state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        detail = (f"{len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} wrong-shape tensors"
+                  + (f" (first: {(missing + unexpected + wrong)[0]})" if missing or unexpected or wrong else ""))
+        raise NucleisegError(f"{path}: weights do not fit the model configuration: {detail}")
+    unwrap(model).load_state_dict(state)
+    return meta
+
+
+def default_model_dir() -> Path:
+    """The model bundled inside the package."""
+    return Path(__file__).parent / "models" / "default"
+
+
+def load_model(run_dir: str | Path | None = None) -> tuple[nn.Module, TrainConfig, PostprocessConfig]:
+    """Rebuild a model from ``run_dir/config.json`` and its weights; thresholds load from thresholds.json."""
+    from .model import UNet
+
+    run_dir = default_model_dir() if run_dir is None else Path(run_dir)
+    if not run_dir.is_dir():
+        raise NucleisegError(f"{run_dir}: model folder not found")
+    config = load_config(run_dir / CONFIG)
+    model = UNet(config.model)
+    load_weights_into(model, run_dir / WEIGHTS)
+    model.eval()
+    post = load_postprocess(run_dir / THRESHOLDS) if (run_dir / THRESHOLDS).exists() else PostprocessConfig()
+    return model, config, post
+
+
+def save_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, info: dict) -> None:
+    """Model and optimizer tensors plus JSON ``info`` (epoch, step, best score) in one safetensors file."""
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in unwrap(model).state_dict().items()}
+    opt = optimizer.state_dict()
+    for idx, st in opt["state"].items():
+        for name, value in st.items():
+            tensors[f"opt.{idx}.{name}"] = torch.as_tensor(value).detach().contiguous().cpu()
+    meta = {"info": json.dumps(info), "param_groups": json.dumps(opt["param_groups"])}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def load_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """Restore what ``save_training_state`` wrote; returns its ``info``."""
+    tensors, meta = _read_safetensors(path)
+    model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        unwrap(model).load_state_dict(model_state)
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith("opt."):
+                _, idx, name = key.split(".", 2)
+                state.setdefault(int(idx), {})[name] = value
+        optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+        return json.loads(meta["info"])
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise NucleisegError(f"{path}: checkpoint does not fit this run ({exc})") from None

@@ -1,0 +1,169 @@
+"""Command-line interface: parses arguments and calls the API; user errors become one-line messages."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {value}")
+    return value
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        k, n = (int(p) for p in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N (e.g. 2/8), got {text!r}") from None
+    if not (n >= 1 and 1 <= k <= n):
+        raise argparse.ArgumentTypeError(f"need 1 <= K <= N, got {text!r}")
+    return k, n
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .config import preset
+    from .train import train
+
+    config = preset(args.preset)
+    changes = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
+                                 ("val_fraction", args.val_fraction), ("seed", args.seed),
+                                 ("samples_per_epoch", args.samples_per_epoch)) if v is not None}
+    config = dataclasses.replace(config, **changes)
+    out = train(args.data, args.out, config, resume=args.resume)
+    print(f"best checkpoint: {out / 'model.safetensors'}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import predict
+
+    shard = args.shard
+    summary = predict(args.inputs, args.output, model_dir=args.model, tta=args.tta, rle=args.rle,
+                      overlay=args.overlay, measure=args.measure, shard=shard, backend=args.backend,
+                      tile=args.tile)
+    return 1 if summary.failed else 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+
+    evaluate(args.pred, args.truth, out_dir=args.out, report_dir=args.report)
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .tune import tune
+
+    tune(args.model, args.data)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+
+    export_onnx(args.onnx, args.model)
+    print(f"wrote {args.onnx}")
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from .fetch import DEFAULT_BASE_URL, fetch_dsb2018
+
+    dest = fetch_dsb2018(args.dest, base_url=args.base_url or DEFAULT_BASE_URL)
+    print(f"DSB2018 data in {dest}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nucleiseg", description="Find every cell nucleus in microscopy images.")
+    parser.add_argument("--version", action="version", version=f"nucleiseg {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a U-Net on a DSB-layout or images/+labels/ folder")
+    p.add_argument("--data", required=True, type=Path, help="training folder (DSB layout or images/ + labels/)")
+    p.add_argument("--out", required=True, type=Path, help="run folder for weights, config, history, plots")
+    p.add_argument("--preset", default="default", help="seed | default | tiny (default: default)")
+    p.add_argument("--epochs", type=_positive_int)
+    p.add_argument("--batch-size", type=_positive_int)
+    p.add_argument("--samples-per-epoch", type=_positive_int, help="random crops per epoch (native presets)")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--val-fraction", type=_fraction, help="validation share for data without a committed split")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="segment images into label TIFFs")
+    p.add_argument("inputs", nargs="+", type=Path, help="image files, folders of images, or DSB-layout folders")
+    p.add_argument("-o", "--output", required=True, type=Path, help="output folder")
+    p.add_argument("--model", type=Path, help="run folder of a trained model (default: the bundled model)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="average the 8 flips/rotations (default: the model's setting)")
+    p.add_argument("--rle", type=Path, help="also write a Kaggle submission CSV")
+    p.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png")
+    p.add_argument("--measure", action="store_true", help="also write <name>_nuclei.csv measurements")
+    p.add_argument("--shard", type=_shard, help="process only shard K of N of the inputs (K/N)")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    p.add_argument("--tile", type=_positive_int, default=512, help="tile size for large images (pixels)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="score predicted label images against the truth (DSB2018 metric)")
+    p.add_argument("--pred", required=True, type=Path, help="folder of predicted <name>.tif label images")
+    p.add_argument("--truth", required=True, type=Path, help="truth folder (DSB layout or images/ + labels/)")
+    p.add_argument("--out", type=Path, help="where to write scores.json and per_image.csv (default: --pred)")
+    p.add_argument("--report", type=Path, help="write an HTML report into this folder")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("tune", help="search post-processing thresholds on validation images")
+    p.add_argument("--model", required=True, type=Path, help="run folder; thresholds.json is written there")
+    p.add_argument("--data", required=True, type=Path, help="annotated folder (its validation split is used)")
+    p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("export", help="export a model to ONNX")
+    p.add_argument("--onnx", required=True, type=Path, help="output .onnx file")
+    p.add_argument("--model", type=Path, help="run folder (default: the bundled model)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("fetch", help="download a dataset (dsb2018: BBBC038)")
+    p.add_argument("dataset", choices=("dsb2018",))
+    p.add_argument("--dest", type=Path, default=Path("data/dsb2018"))
+    p.add_argument("--base-url", help="mirror URL or folder of already-downloaded files")
+    p.set_defaults(func=cmd_fetch)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    from .errors import NucleisegError
+
+    try:
+        return args.func(args)
+    except NucleisegError as exc:
+        print(f"nucleiseg: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("nucleiseg: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,101 @@
+"""Running the network on whole images: preprocessing, padding, tiling with blending, TTA."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import TrainConfig
+from .transforms import normalize, percentiles, resize_image
+
+DEFAULT_TILE = 512
+DEFAULT_OVERLAP = 64
+
+
+def _blend_window(size: int, overlap: int) -> np.ndarray:
+    """1-D weights: a raised-cosine ramp over ``overlap`` pixels at both ends, 1 inside."""
+    w = np.ones(size, np.float32)
+    if overlap > 0:
+        ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(overlap) + 0.5) / overlap)
+        w[:overlap] = ramp
+        w[-overlap:] = ramp[::-1]
+    return w
+
+
+def _tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, length - tile, step)) + [length - tile]
+    return sorted(set(starts))
+
+
+@torch.inference_mode()
+def _run_batch(model: nn.Module, batch: np.ndarray, tta: bool) -> np.ndarray:
+    """(B, 3, h, w) normalised input to (B, C, h, w) probabilities, averaged over 8 flips/rotations if tta."""
+    x = torch.from_numpy(batch)
+    if not tta:
+        return torch.sigmoid(model(x)).numpy()
+    acc = None
+    for k in range(8):
+        xt = torch.rot90(x, k % 4, dims=(2, 3))
+        xt = torch.flip(xt, dims=(2,)) if k >= 4 else xt
+        p = torch.sigmoid(model(xt.contiguous()))
+        p = torch.flip(p, dims=(2,)) if k >= 4 else p
+        p = torch.rot90(p, -(k % 4), dims=(2, 3))
+        acc = p if acc is None else acc + p
+    return (acc / 8).numpy()
+
+
+def _pad_to(x: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Reflect-pad an (H, W, C) array at the bottom/right to (h, w) (edge-pad when too small to reflect)."""
+    ph, pw = h - x.shape[0], w - x.shape[1]
+    if ph == 0 and pw == 0:
+        return x
+    mode = "reflect" if ph < x.shape[0] and pw < x.shape[1] else "edge"
+    return np.pad(x, ((0, ph), (0, pw), (0, 0)), mode=mode)
+
+
+def predict_probabilities(model: nn.Module, image: np.ndarray, config: TrainConfig, tta: bool = False,
+                          tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, batch_size: int = 4) -> np.ndarray:
+    """(H, W, 3) raw image to (C, H, W) float32 probabilities at the image's own resolution.
+
+    ``resize`` models see the whole image at their input size and the map is resized back (the seed);
+    ``native`` models run on tiles of ``tile`` pixels with ``overlap``, blended by a cosine window, so
+    memory depends on the tile, not the image. Normalisation statistics come from the whole image.
+    """
+    model.eval()
+    h, w = image.shape[:2]
+    stride = 2 ** (len(config.model.widths) - 1)
+    if config.input_mode == "resize":
+        x = resize_image(normalize(image, config.normalization), (config.input_size, config.input_size))
+        prob = _run_batch(model, x.transpose(2, 0, 1)[None].copy(), tta)[0]
+        return np.stack([resize_image(p, (h, w)) for p in prob])
+    stats = percentiles(image) if config.normalization == "percentile" else None
+    tile = max(stride, tile // stride * stride)
+    th = min(tile, -(-h // stride) * stride)
+    tw = min(tile, -(-w // stride) * stride)
+    overlap = min(overlap, th // 2, tw // 2)
+    ys, xs = _tile_starts(max(h, th), th, overlap), _tile_starts(max(w, tw), tw, overlap)
+    single = len(ys) == 1 and len(xs) == 1
+    out = np.zeros((config.model.out_channels, h, w), np.float32)
+    weight = np.zeros((h, w), np.float32) if not single else None
+    win = np.outer(_blend_window(th, overlap if len(ys) > 1 else 0), _blend_window(tw, overlap if len(xs) > 1 else 0))
+    coords = [(y, x) for y in ys for x in xs]
+    for start in range(0, len(coords), batch_size):
+        chunk = coords[start:start + batch_size]
+        batch = np.stack([
+            _pad_to(normalize(image[y:y + th, x:x + tw], config.normalization, stats), th, tw).transpose(2, 0, 1)
+            for y, x in chunk])
+        probs = _run_batch(model, np.ascontiguousarray(batch), tta)
+        for (y, x), p in zip(chunk, probs):
+            hh, ww = min(th, h - y), min(tw, w - x)
+            if single:
+                out[:, y:y + hh, x:x + ww] = p[:, :hh, :ww]
+            else:
+                out[:, y:y + hh, x:x + ww] += p[:, :hh, :ww] * win[:hh, :ww]
+                weight[y:y + hh, x:x + ww] += win[:hh, :ww]
+    if weight is not None:
+        out /= np.maximum(weight, 1e-6)
+    return out

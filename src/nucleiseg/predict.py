@@ -1,0 +1,113 @@
+"""Batch prediction: inputs to label TIFFs (+ overlays, measurements, Kaggle RLE), failures reported at the end."""
+
+from __future__ import annotations
+
+import logging
+import os
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .data import Item, list_inputs
+from .errors import NucleisegError
+from .io import ensure_output_dir, read_image, write_labels, write_png
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PredictSummary:
+    """What a batch run did: written label files and failures (path, message)."""
+
+    written: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def shard_of(image_id: str, n: int) -> int:
+    """Shard (1..n) that owns ``image_id``: a stable hash, so shards never depend on the listing order."""
+    return zlib.crc32(image_id.encode()) % n + 1
+
+
+def select_shard(items: list[Item], shard: tuple[int, int] | None) -> list[Item]:
+    """Items of shard K/N; under torchrun (RANK/WORLD_SIZE) the rank's shard when none is given."""
+    if shard is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        shard = (int(os.environ.get("RANK", "0")) + 1, int(os.environ["WORLD_SIZE"]))
+    if shard is None:
+        return items
+    k, n = shard
+    return [it for it in items if shard_of(it.image_id, n) == k]
+
+
+def _write_outputs(item: Item, image: np.ndarray, labels: np.ndarray, out: Path, overlay: bool, measure: bool) -> Path:
+    path = out / f"{item.image_id}.tif"
+    write_labels(path, labels)
+    if overlay:
+        from .overlay import draw_outlines
+
+        write_png(out / f"{item.image_id}_overlay.png", draw_outlines(image, labels))
+    if measure:
+        from .measure import measure as measure_labels, write_measurements
+
+        write_measurements(out / f"{item.image_id}_nuclei.csv", measure_labels(labels, image))
+    return path
+
+
+def predict(inputs: list[str | os.PathLike[str]], out_dir: str | os.PathLike[str], model_dir: str | Path | None = None,
+            tta: bool | None = None, rle: str | Path | None = None, overlay: bool = False, measure: bool = False,
+            shard: tuple[int, int] | None = None, backend: str = "torch", tile: int = 512) -> PredictSummary:
+    """Segment every input image into ``out_dir/<name>.tif``; bad files are reported, the rest still finish.
+
+    Images are read one ahead in a background thread so decoding overlaps the network.
+    """
+    from tqdm import tqdm
+
+    from .segmenter import load_model
+
+    items = select_shard(list_inputs(list(inputs)), shard)
+    out = ensure_output_dir(out_dir)
+    seg = load_model(model_dir, tta=tta).with_options(tile=tile)
+    if backend == "onnx":
+        from .export import onnx_segmenter
+
+        seg = onnx_segmenter(seg, model_dir=model_dir)
+    summary = PredictSummary()
+    rows: list[tuple[str, list[str]]] = []
+
+    def read(item: Item) -> np.ndarray | NucleisegError:
+        try:
+            return read_image(item.image)
+        except NucleisegError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(read, items[0]) if items else None
+        for i, item in enumerate(tqdm(items, desc="predict", unit="img", disable=None)):
+            image = pending.result()
+            pending = pool.submit(read, items[i + 1]) if i + 1 < len(items) else None
+            try:
+                if isinstance(image, NucleisegError):
+                    raise image
+                labels = seg.segment(image)
+                summary.written.append(_write_outputs(item, image, labels, out, overlay, measure))
+                if rle is not None:
+                    from .rle import labels_to_rle
+
+                    rows.append((item.image_id, labels_to_rle(labels)))
+            except NucleisegError as exc:
+                summary.failed.append((item.image, str(exc)))
+                log.error("nucleiseg: error: %s", exc)
+            except OSError as exc:
+                summary.failed.append((item.image, f"{exc.filename or out}: {exc.strerror or exc}"))
+                log.error("nucleiseg: error: %s: cannot write output (%s)", item.image_id, exc.strerror or exc)
+    if rle is not None:
+        from .rle import write_submission
+
+        write_submission(rle, rows)
+    log.info("predicted %d image(s) into %s%s", len(summary.written), out,
+             f"; {len(summary.failed)} failed" if summary.failed else "")
+    for path, message in summary.failed:
+        log.info("  failed: %s", message)
+    return summary

@@ -1,0 +1,243 @@
+"""Training: data, loop, validation by DSB score, history, plots, checkpoints and resume, DDP."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from .checkpoint import CONFIG, STATE, WEIGHTS, load_training_state, save_training_state, save_weights, unwrap
+from .config import PostprocessConfig, TrainConfig, load_config, save_config
+from .data import Item, list_dataset, load_item_cached, train_val_split
+from .errors import NucleisegError
+from .losses import segmentation_loss
+from .model import UNet
+from .training_data import CropDataset, ResizedDataset, epoch_indices
+
+log = logging.getLogger(__name__)
+HISTORY = "history.csv"
+FIELDS = ("epoch", "train_loss", "val_loss", "val_dsb", "val_ap50", "lr", "seconds")
+
+
+def learning_rate(config: TrainConfig, step: int, total: int) -> float:
+    """Constant, cosine, or one-cycle (linear warm-up over 10 %, cosine down to 1 %) schedule."""
+    if config.schedule == "constant":
+        return config.lr
+    if config.schedule == "onecycle":
+        warm = max(1, total // 10)
+        if step < warm:
+            return config.lr * (0.04 + 0.96 * step / warm)
+        step, total = step - warm, total - warm
+    progress = min(1.0, step / max(1, total))
+    return config.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) when launched by torchrun, else (0, 1); sets up the process group."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world
+
+
+def _load_pairs(items: list[Item]) -> list[tuple[np.ndarray, np.ndarray]]:
+    from tqdm import tqdm
+
+    pairs = []
+    for item in tqdm(items, desc="loading", unit="img", leave=False, disable=None):
+        image, labels = load_item_cached(item)
+        pairs.append((image, labels))
+    return pairs
+
+
+def validate(model: torch.nn.Module, config: TrainConfig, post: PostprocessConfig,
+             pairs: list[tuple[np.ndarray, np.ndarray]], loss_data: torch.utils.data.Dataset) -> dict[str, float]:
+    """Validation loss (on the training representation) and DSB score / AP@0.5 at native resolution."""
+    from .metrics import score_image
+    from .segmenter import Segmenter
+
+    model.eval()
+    losses = []
+    with torch.inference_mode():
+        for x, y in DataLoader(loss_data, batch_size=config.batch_size):
+            losses.append(float(segmentation_loss(model(x), y, config.loss)) * len(x))
+    seg = Segmenter(model, config, post)
+    rows = [score_image(labels, seg.segment(image)) for image, labels in pairs]
+    return {"val_loss": sum(losses) / len(loss_data), "val_dsb": float(np.mean([r["dsb"] for r in rows])),
+            "val_ap50": float(np.mean([r["ap50"] for r in rows]))}
+
+
+class _ValCrops(torch.utils.data.Dataset):
+    """Deterministic validation samples for the loss: one crop per validation image."""
+
+    def __init__(self, data: CropDataset, n: int) -> None:
+        self.data, self.n = data, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        return self.data[i]
+
+
+def plot_history(history: list[dict], path: Path) -> None:
+    """Loss curves (train and validation) with the validation DSB score on a second axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .atomic import atomic_path
+
+    epochs = [int(r["epoch"]) for r in history]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(epochs, [float(r["train_loss"]) for r in history], label="train loss")
+    ax.plot(epochs, [float(r["val_loss"]) for r in history], label="validation loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax2 = ax.twinx()
+    ax2.plot(epochs, [float(r["val_dsb"]) for r in history], "g--o", ms=3, label="validation DSB score")
+    ax2.set_ylabel("DSB score")
+    ax2.set_ylim(0, 1)
+    lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax.legend(lines, [ln.get_label() for ln in lines], loc="center right")
+    ax.set_title("nucleiseg training")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def _write_history(history: list[dict], path: Path) -> None:
+    from .atomic import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, FIELDS)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def _read_history(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, resume: bool = False,
+          max_epochs_this_run: int | None = None) -> Path:
+    """Train a model on a DSB- or plain-layout folder into ``out_dir``; returns ``out_dir``.
+
+    ``out_dir`` ends up with model.safetensors (best validation DSB score), config.json, history.csv,
+    loss_curve.png and checkpoint.safetensors (for ``resume``). Under torchrun the batches are split across
+    ranks with DistributedDataParallel and only rank 0 writes.
+    """
+    out = Path(out_dir)
+    rank, world = _distributed()
+    if resume:
+        if not (out / STATE).exists():
+            raise NucleisegError(f"{out}: nothing to resume (no {STATE})")
+        config = load_config(out / CONFIG)
+    elif rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        if (out / STATE).exists():
+            raise NucleisegError(f"{out}: already holds a training run; use --resume or another --out")
+    torch.manual_seed(config.seed)
+    items = list_dataset(data_dir)
+    train_items, val_items = train_val_split(items, config.val_fraction, config.seed)
+    log.info("%d training and %d validation images", len(train_items), len(val_items))
+    train_pairs, val_pairs = _load_pairs(train_items), _load_pairs(val_items)
+    if config.input_mode == "resize":
+        train_data = ResizedDataset(train_pairs, config)
+        val_loss_data = ResizedDataset(val_pairs, config)
+        epoch_length = len(train_data)
+    else:
+        epoch_length = config.samples_per_epoch or len(train_pairs)
+        train_data = CropDataset(train_pairs, config, epoch_length)
+        val_loss_data = _ValCrops(CropDataset(val_pairs, dataclasses.replace(config, augment=False),
+                                              len(val_pairs)), len(val_pairs))
+    model = UNet(config.model)
+    opt_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    optimizer = opt_cls(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    start_epoch, best = 0, -1.0
+    history: list[dict] = []
+    if resume:
+        info = load_training_state(out / STATE, model, optimizer)
+        start_epoch, best = int(info["epoch"]), float(info["best"])
+        history = _read_history(out / HISTORY)[:start_epoch]
+        log.info("resuming %s at epoch %d", out, start_epoch + 1)
+    elif rank == 0:
+        save_config(config, out / CONFIG)
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model)
+    steps_per_epoch = max(1, len(epoch_indices(config, len(train_pairs), 0, rank, world)) // config.batch_size)
+    total = steps_per_epoch * config.epochs
+    post = PostprocessConfig()
+    workers = int(os.environ.get("NUCLEISEG_WORKERS", "1" if config.input_mode == "native" else "0"))
+    last_epoch = config.epochs if max_epochs_this_run is None else min(config.epochs, start_epoch + max_epochs_this_run)
+    from tqdm import tqdm
+
+    for epoch in range(start_epoch, last_epoch):
+        t0 = time.perf_counter()
+        torch.manual_seed(config.seed * 100_003 + epoch)  # dropout noise per epoch: resume-exact
+        indices = epoch_indices(config, len(train_pairs), epoch, rank, world)
+        loader = DataLoader(Subset(train_data, indices), batch_size=config.batch_size, drop_last=True,
+                            num_workers=workers)
+        net.train()
+        running, seen = 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False,
+                   disable=None if rank == 0 else True)
+        for i, (x, y) in enumerate(bar):
+            lr = learning_rate(config, epoch * steps_per_epoch + i, total)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss = segmentation_loss(net(x), y, config.loss)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            running += float(loss.detach()) * len(x)
+            seen += len(x)
+            bar.set_postfix(loss=f"{running / seen:.4f}")
+        if rank != 0:
+            continue
+        metrics = validate(model, config, post, val_pairs, val_loss_data)
+        row = {"epoch": epoch + 1, "train_loss": round(running / max(seen, 1), 6),
+               "val_loss": round(metrics["val_loss"], 6), "val_dsb": round(metrics["val_dsb"], 5),
+               "val_ap50": round(metrics["val_ap50"], 5), "lr": f"{lr:.3g}",
+               "seconds": round(time.perf_counter() - t0, 1)}
+        history.append(row)
+        improved = metrics["val_dsb"] > best
+        if improved:
+            best = metrics["val_dsb"]
+            save_weights(model, out / WEIGHTS, {"epoch": str(epoch + 1), "val_dsb": f"{best:.5f}"})
+        save_training_state(out / STATE, model, optimizer, {"epoch": epoch + 1, "best": best})
+        _write_history(history, out / HISTORY)
+        plot_history(history, out / "loss_curve.png")
+        log.info("epoch %d/%d  train loss %.4f  val loss %.4f  val DSB %.4f  AP@0.5 %.4f  %.0fs%s",
+                 epoch + 1, config.epochs, row["train_loss"], row["val_loss"], row["val_dsb"], row["val_ap50"],
+                 row["seconds"], "  (best)" if improved else "")
+    if rank == 0:
+        log.info("best checkpoint: %s (val DSB %.4f)", out / WEIGHTS, best)
+    return out
+
+
+def copy_run(run_dir: Path, dest: Path) -> None:
+    """Copy the files that make a usable model folder (weights, config, thresholds)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in (WEIGHTS, CONFIG, "thresholds.json"):
+        if (run_dir / name).exists():
+            shutil.copy2(run_dir / name, dest / name)
