@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -16,6 +18,7 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 THRESHOLDS = "thresholds.json"
 STATE = "checkpoint.safetensors"
+T = TypeVar("T")
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -69,14 +72,30 @@ def load_model(run_dir: str | Path | None = None) -> tuple[nn.Module, TrainConfi
     from .model import UNet
 
     run_dir = default_model_dir() if run_dir is None else Path(run_dir)
+    if run_dir.is_file():
+        raise NucleisegError(f"{run_dir}: expected a model folder (holding {CONFIG} and {WEIGHTS}), got a file")
     if not run_dir.is_dir():
         raise NucleisegError(f"{run_dir}: model folder not found")
-    config = load_config(run_dir / CONFIG)
+    config = _named(run_dir / CONFIG, load_config, "invalid model config")
     model = UNet(config.model)
     load_weights_into(model, run_dir / WEIGHTS)
     model.eval()
-    post = load_postprocess(run_dir / THRESHOLDS) if (run_dir / THRESHOLDS).exists() else PostprocessConfig()
+    post = PostprocessConfig()
+    if (run_dir / THRESHOLDS).exists():
+        post = _named(run_dir / THRESHOLDS, load_postprocess, "invalid thresholds")
     return model, config, post
+
+
+def _named(path: Path, load: Callable[[Path], T], what: str) -> T:
+    """Call ``load(path)``; any validation error becomes a ``NucleisegError`` that names ``path``."""
+    try:
+        return load(path)
+    except NucleisegError as exc:
+        if str(exc).startswith(f"{path}:"):
+            raise
+        raise NucleisegError(f"{path}: {what} ({exc})") from None
+    except (TypeError, ValueError, AttributeError) as exc:  # wrong JSON types for a field
+        raise NucleisegError(f"{path}: {what} ({exc})") from None
 
 
 def save_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, info: dict) -> None:

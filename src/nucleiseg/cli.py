@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--measure", action="store_true", help="also write <name>_nuclei.csv measurements")
     p.add_argument("--shard", type=_shard, help="process only shard K of N of the inputs (K/N)")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
-    p.add_argument("--tile", type=_positive_int, default=512, help="tile size for large images (pixels)")
+    p.add_argument("--tile", type=_positive_int, default=1024, help="tile size for large images (pixels)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="score predicted label images against the truth (DSB2018 metric)")
@@ -163,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except NucleisegError as exc:
         print(f"nucleiseg: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # e.g. a full disk or a read-only folder while writing an output
+        print(f"nucleiseg: error: {exc.filename or args.command}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("nucleiseg: interrupted", file=sys.stderr)

@@ -88,6 +88,8 @@ class TrainConfig:
     samples_per_epoch: int = 0  # 0: one pass over the training images
     val_fraction: float = 0.2
     seed: int = 0
+    bf16: bool = False  # bf16 autocast for training (CPUs with AVX512-BF16/AMX, and GPUs)
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("targets", self.targets, TARGETS)
@@ -146,7 +148,9 @@ def default_preset() -> TrainConfig:
         optimizer="adamw",
         schedule="onecycle",
         loss="bce_dice",
-        samples_per_epoch=512,
+        samples_per_epoch=1024,
+        bf16=True,
+        channels_last=True,
     )
 
 

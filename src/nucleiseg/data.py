@@ -55,6 +55,8 @@ def _dsb_items(root: Path, need_masks: bool) -> list[Item]:
         masks = None
         if mask_dir.is_dir():
             masks = tuple(sorted(p for p in mask_dir.iterdir() if is_image_file(p)))
+            if not masks:
+                log.warning("%s: empty masks folder; %s is taken as an image without nuclei", mask_dir, d.name)
         if need_masks and masks is None:
             raise InputError(mask_dir, "DSB folder has no masks folder")
         items.append(Item(d.name, image, masks=masks))

@@ -9,7 +9,7 @@ from torch import nn
 from .config import TrainConfig
 from .transforms import normalize, percentiles, resize_image
 
-DEFAULT_TILE = 512
+DEFAULT_TILE = 1024  # images up to this size run in one pass; larger ones are tiled
 DEFAULT_OVERLAP = 64
 
 
@@ -78,10 +78,15 @@ def predict_probabilities(model: nn.Module, image: np.ndarray, config: TrainConf
     tw = min(tile, -(-w // stride) * stride)
     overlap = min(overlap, th // 2, tw // 2)
     ys, xs = _tile_starts(max(h, th), th, overlap), _tile_starts(max(w, tw), tw, overlap)
-    single = len(ys) == 1 and len(xs) == 1
+    wy = _blend_window(th, overlap if len(ys) > 1 else 0)
+    wx = _blend_window(tw, overlap if len(xs) > 1 else 0)
+    # the tiles form a product grid, so the summed blending weight is separable: no full-size weight array
+    sum_y, sum_x = np.zeros(h, np.float32), np.zeros(w, np.float32)
+    for y in ys:
+        sum_y[y:y + th] += wy[:h - y]
+    for x in xs:
+        sum_x[x:x + tw] += wx[:w - x]
     out = np.zeros((config.model.out_channels, h, w), np.float32)
-    weight = np.zeros((h, w), np.float32) if not single else None
-    win = np.outer(_blend_window(th, overlap if len(ys) > 1 else 0), _blend_window(tw, overlap if len(xs) > 1 else 0))
     coords = [(y, x) for y in ys for x in xs]
     for start in range(0, len(coords), batch_size):
         chunk = coords[start:start + batch_size]
@@ -91,11 +96,6 @@ def predict_probabilities(model: nn.Module, image: np.ndarray, config: TrainConf
         probs = _run_batch(model, np.ascontiguousarray(batch), tta)
         for (y, x), p in zip(chunk, probs):
             hh, ww = min(th, h - y), min(tw, w - x)
-            if single:
-                out[:, y:y + hh, x:x + ww] = p[:, :hh, :ww]
-            else:
-                out[:, y:y + hh, x:x + ww] += p[:, :hh, :ww] * win[:hh, :ww]
-                weight[y:y + hh, x:x + ww] += win[:hh, :ww]
-    if weight is not None:
-        out /= np.maximum(weight, 1e-6)
+            weight = (wy[:hh, None] / sum_y[y:y + hh, None]) * (wx[None, :ww] / sum_x[None, x:x + ww])
+            out[:, y:y + hh, x:x + ww] += p[:, :hh, :ww] * weight
     return out

@@ -57,7 +57,7 @@ def _write_outputs(item: Item, image: np.ndarray, labels: np.ndarray, out: Path,
 
 def predict(inputs: list[str | os.PathLike[str]], out_dir: str | os.PathLike[str], model_dir: str | Path | None = None,
             tta: bool | None = None, rle: str | Path | None = None, overlay: bool = False, measure: bool = False,
-            shard: tuple[int, int] | None = None, backend: str = "torch", tile: int = 512) -> PredictSummary:
+            shard: tuple[int, int] | None = None, backend: str = "torch", tile: int = 1024) -> PredictSummary:
     """Segment every input image into ``out_dir/<name>.tif``; bad files are reported, the rest still finish.
 
     Images are read one ahead in a background thread so decoding overlaps the network.
@@ -68,6 +68,8 @@ def predict(inputs: list[str | os.PathLike[str]], out_dir: str | os.PathLike[str
 
     items = select_shard(list_inputs(list(inputs)), shard)
     out = ensure_output_dir(out_dir)
+    if rle is not None:
+        ensure_output_dir(Path(rle).parent)  # fail now, not after the whole batch
     seg = load_model(model_dir, tta=tta).with_options(tile=tile)
     if backend == "onnx":
         from .export import onnx_segmenter
@@ -85,9 +87,9 @@ def predict(inputs: list[str | os.PathLike[str]], out_dir: str | os.PathLike[str
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(read, items[0]) if items else None
         for i, item in enumerate(tqdm(items, desc="predict", unit="img", disable=None)):
-            image = pending.result()
-            pending = pool.submit(read, items[i + 1]) if i + 1 < len(items) else None
+            current, pending = pending, (pool.submit(read, items[i + 1]) if i + 1 < len(items) else None)
             try:
+                image = current.result()
                 if isinstance(image, NucleisegError):
                     raise image
                 labels = seg.segment(image)
@@ -97,17 +99,24 @@ def predict(inputs: list[str | os.PathLike[str]], out_dir: str | os.PathLike[str
 
                     rows.append((item.image_id, labels_to_rle(labels)))
             except NucleisegError as exc:
-                summary.failed.append((item.image, str(exc)))
-                log.error("nucleiseg: error: %s", exc)
+                message = str(exc)
             except OSError as exc:
-                summary.failed.append((item.image, f"{exc.filename or out}: {exc.strerror or exc}"))
-                log.error("nucleiseg: error: %s: cannot write output (%s)", item.image_id, exc.strerror or exc)
+                message = f"{exc.filename or out}: cannot write output ({exc.strerror or exc})"
+            except MemoryError:
+                message = f"{item.image}: not enough memory; split it into tiles or lower --tile"
+            except Exception as exc:  # one bad image must not stop the batch
+                log.debug("unexpected error on %s", item.image, exc_info=True)
+                message = f"{item.image}: failed ({type(exc).__name__}: {exc})"
+            else:
+                continue
+            summary.failed.append((item.image, message))
+            log.error("nucleiseg: error: %s", message)
     if rle is not None:
         from .rle import write_submission
 
         write_submission(rle, rows)
     log.info("predicted %d image(s) into %s%s", len(summary.written), out,
-             f"; {len(summary.failed)} failed" if summary.failed else "")
-    for path, message in summary.failed:
+             f"; {len(summary.failed)} failed:" if summary.failed else "")
+    for _, message in summary.failed:
         log.info("  failed: %s", message)
     return summary

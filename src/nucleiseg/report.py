@@ -27,6 +27,8 @@ PLOT_NAME = "precision_iou.png"
 INDEX_NAME = "index.html"
 MAX_PNG_WIDTH = 1024
 GAP = 8  # white pixels between the truth and prediction panels
+TRUTH_COLOR = (0, 255, 0)  # as nucleiseg.overlay.draw_comparison
+PRED_COLOR = (255, 255, 0)
 MIN_PANEL = 240  # small images are enlarged (by a whole factor) to about this width
 _WORST_RE = re.compile(r"^worst_\d+_[A-Za-z0-9_.-]*\.png$")
 _KIND_COLORS = {"fluorescence": "#1f77b4", "brightfield": "#ff7f0e", "histology": "#2ca02c"}
@@ -92,6 +94,11 @@ def comparison_png(image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np
     empty = np.zeros_like(truth)
     left = draw_comparison(rgb, truth, empty, missed, none)
     right = draw_comparison(rgb, empty, pred, none, false_pos)
+    if shape[1] > 300:  # the browser shows two panels side by side at about half size: widen the outlines
+        from skimage.segmentation import find_boundaries
+
+        left[find_boundaries(truth, mode="thick")] = TRUTH_COLOR
+        right[find_boundaries(pred, mode="thick")] = PRED_COLOR
     gap = np.full((shape[0], GAP, 3), 255, np.uint8)
     return np.ascontiguousarray(np.concatenate([left, gap, right], axis=1))
 
@@ -144,11 +151,11 @@ tr.overall td{font-weight:600}
 .legend span.sw{display:inline-block;width:14px;height:14px;vertical-align:-2px;margin:0 4px 0 12px;
 border:1px solid #999}
 .legend span.sw:first-child{margin-left:0}
-.grid{display:flex;flex-wrap:wrap;gap:20px}
-figure{margin:0;flex:0 1 auto;max-width:100%}
-figure img{display:block;max-width:100%;height:auto;border:1px solid #ccc;image-rendering:pixelated}
-figcaption{font-size:13px;margin-top:4px;max-width:520px;word-break:break-all}
-figcaption b{word-break:break-all}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:24px 20px;align-items:start}
+figure{margin:0;min-width:0}
+figure img{display:block;width:100%;height:auto;border:1px solid #ccc}
+figcaption{font-size:13px;margin-top:4px}
+figcaption b{word-break:break-all;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
 .small{font-size:13px;color:#555}
 details{margin-top:12px}summary{cursor:pointer}
 """
@@ -192,8 +199,8 @@ LEGEND = (
     '<span class="sw" style="background:#ff00ff"></span>false positive: prediction with no true nucleus at '
     'IoU&nbsp;&gt;&nbsp;0.5</p>'
     '<p class="small">Each picture shows the truth on the left (green outlines, missed nuclei filled red) and the '
-    'prediction on the right (yellow outlines, false positives filled magenta). Large images are shrunk, tiny '
-    'ones enlarged.</p>'
+    'prediction on the right (yellow outlines, false positives filled magenta). Click a picture to see it '
+    'full size (at most 1024 pixels wide: large images are shrunk, tiny ones enlarged).</p>'
 )
 
 

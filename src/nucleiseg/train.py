@@ -181,6 +181,8 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, resume
         log.info("resuming %s at epoch %d", out, start_epoch + 1)
     elif rank == 0:
         save_config(config, out / CONFIG)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model)
@@ -205,7 +207,11 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, resume
             lr = learning_rate(config, epoch * steps_per_epoch + i, total)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss = segmentation_loss(net(x), y, config.loss)
+            if config.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda" if x.is_cuda else "cpu", dtype=torch.bfloat16, enabled=config.bf16):
+                logits = net(x)
+            loss = segmentation_loss(logits.float(), y, config.loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
