@@ -41,3 +41,16 @@ def test_config_roundtrip_and_validation():
         TrainConfig(input_size=100)
     with pytest.raises(NucleisegError, match="out_channels"):
         TrainConfig(targets="body_border")
+
+
+def test_overrides_are_typed_and_validated():
+    from nucleiseg.config import override
+
+    config = override(preset("default"), ["augment=false", "model.widths=8,16,32,64,128", "lr=0.01"])
+    assert config.augment is False and config.model.widths == (8, 16, 32, 64, 128) and config.lr == 0.01
+    with pytest.raises(NucleisegError, match="unknown setting"):
+        override(config, ["colour=red"])
+    with pytest.raises(NucleisegError, match="invalid value"):
+        override(config, ["epochs=many"])
+    with pytest.raises(NucleisegError, match="same number of levels"):
+        override(config, ["model.widths=8,16"])

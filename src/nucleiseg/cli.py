@@ -43,10 +43,10 @@ def _shard(text: str) -> tuple[int, int]:
 def cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from .config import preset
+    from .config import override, preset
     from .train import train
 
-    config = preset(args.preset)
+    config = override(preset(args.preset), args.set or [])
     changes = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
                                  ("val_fraction", args.val_fraction), ("seed", args.seed),
                                  ("samples_per_epoch", args.samples_per_epoch)) if v is not None}
@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float)
     p.add_argument("--val-fraction", type=_fraction, help="validation share for data without a committed split")
     p.add_argument("--seed", type=int)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a preset setting, e.g. augment=false or model.widths=24,48,96,192,384")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     p.set_defaults(func=cmd_train)
 

@@ -177,6 +177,37 @@ def preset(name: str) -> TrainConfig:
     return PRESETS[name]()
 
 
+def _coerce(text: str, current: Any, name: str) -> Any:
+    if isinstance(current, bool):
+        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise NucleisegError(f"invalid value for {name}: {text!r} (expected true or false)")
+        return text.lower() in ("true", "1", "yes")
+    try:
+        if isinstance(current, tuple):
+            return tuple(type(current[0])(v) for v in text.split(","))
+        return type(current)(text)
+    except ValueError:
+        raise NucleisegError(f"invalid value for {name}: {text!r}") from None
+
+
+def override(config: TrainConfig, assignments: list[str]) -> TrainConfig:
+    """Apply ``key=value`` overrides (``model.key=value`` for the network), e.g. ``augment=false`` or
+    ``model.widths=24,48,96,192,384``; values are converted to the field's type and validated."""
+    top: dict[str, Any] = {}
+    model: dict[str, Any] = {}
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise NucleisegError(f"invalid --set {item!r}: expected key=value")
+        target, obj, name = (model, config.model, key[6:]) if key.startswith("model.") else (top, config, key)
+        if name not in {f.name for f in dataclasses.fields(obj)} or name == "model":
+            raise NucleisegError(f"unknown setting {key!r}")
+        target[name] = _coerce(value, getattr(obj, name), key)
+    if model:
+        top["model"] = dataclasses.replace(config.model, **model)
+    return dataclasses.replace(config, **top)
+
+
 def save_config(config: TrainConfig, path: Path) -> None:
     from .atomic import write_text_atomic
 

@@ -49,7 +49,10 @@ def load_model(run_dir: str | Path | None = None, tta: bool | None = None) -> Se
     """Load a trained model folder (default: the bundled model). ``tta=None`` uses the model's own default."""
     from .checkpoint import load_model as _load
 
+    import torch
+
     model, config, post = _load(run_dir)
+    model = model.to(memory_format=torch.channels_last)
     use_tta = post.tta if tta is None else tta
     return Segmenter(model, config, post, tta=bool(use_tta))
 
