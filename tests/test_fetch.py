@@ -363,3 +363,27 @@ def test_complete_part_with_unknown_size_accepts_416(server: Server, tmp_path: P
     fetch_dsb2018(dest, server.url, parts=["stage1_train"], files={name: (None, None)})
     assert server.state.requests == [(name, f"bytes={len(blob)}-")]
     assert (dest / "downloads" / name).read_bytes() == blob
+
+
+def test_cli_fetch_then_evaluate_scores_the_decoded_solution(server: Server, tmp_path: Path) -> None:
+    """`nucleiseg fetch` through the CLI, then the decoded stage-1 test labels score 1.0 against themselves."""
+    import subprocess
+    import sys
+
+    dest = tmp_path / "dsb"
+    fetch_dsb2018(dest, server.url, files=server.data.manifest())  # warm: the CLI call below must be a no-op
+    proc = subprocess.run([sys.executable, "-m", "nucleiseg", "fetch", "dsb2018", "--dest", str(dest),
+                           "--base-url", server.url], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "DSB2018 data in" in proc.stdout
+    labels = dest / "stage1_test_labels"
+    truth = tmp_path / "truth"
+    (truth / "images").mkdir(parents=True)
+    (truth / "labels").mkdir()
+    for tif in labels.glob("*.tif"):
+        (truth / "labels" / tif.name).symlink_to(tif)
+        (truth / "images" / f"{tif.stem}.png").symlink_to(dest / "stage1_test" / tif.stem / "images" / f"{tif.stem}.png")
+    from nucleiseg.evaluate import evaluate
+
+    summary = evaluate(labels, truth, out_dir=tmp_path / "scores", quiet=True)
+    assert summary["overall"]["dsb"] == 1.0 and summary["overall"]["n_images"] == len(list(labels.glob("*.tif")))

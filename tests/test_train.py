@@ -64,3 +64,11 @@ def test_schedules():
     lrs = [learning_rate(cfg, s, 100) for s in range(101)]
     assert np.argmax(lrs) == 10 and lrs[10] == pytest.approx(1.0) and lrs[-1] == pytest.approx(0.01)
     assert learning_rate(_tiny(schedule="constant", lr=0.5), 50, 100) == 0.5
+
+
+@pytest.mark.slow
+def test_torch_compile_option_trains(synthetic_dsb, tmp_path, monkeypatch):
+    monkeypatch.setenv("NUCLEISEG_WORKERS", "0")
+    out = train(synthetic_dsb, tmp_path / "run", _tiny(val_fraction=0.34, epochs=1, compile=True))
+    model, config, _ = load_model(out)
+    assert config.compile and (out / "model.safetensors").exists()

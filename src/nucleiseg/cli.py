@@ -51,8 +51,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                                  ("val_fraction", args.val_fraction), ("seed", args.seed),
                                  ("samples_per_epoch", args.samples_per_epoch)) if v is not None}
     config = dataclasses.replace(config, **changes)
+    import os
+
     out = train(args.data, args.out, config, resume=args.resume)
-    print(f"best checkpoint: {out / 'model.safetensors'}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"best checkpoint: {out / 'model.safetensors'}")
     return 0
 
 

@@ -90,6 +90,7 @@ class TrainConfig:
     seed: int = 0
     bf16: bool = False  # bf16 autocast for training (CPUs with AVX512-BF16/AMX, and GPUs)
     channels_last: bool = False
+    compile: bool = False  # torch.compile the network for training
 
     def __post_init__(self) -> None:
         _check_choice("targets", self.targets, TARGETS)

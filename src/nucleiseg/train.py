@@ -41,16 +41,45 @@ def learning_rate(config: TrainConfig, step: int, total: int) -> float:
     return config.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+DUMP_RANK_WEIGHTS = "NUCLEISEG_DUMP_RANK_WEIGHTS"  # env: folder where every rank saves rank<r>.safetensors
+
+
 def _distributed() -> tuple[int, int]:
-    """(rank, world size) when launched by torchrun, else (0, 1); sets up the process group."""
+    """(rank, world size) when launched by torchrun, else (0, 1); sets up the process group:
+    NCCL when training on GPUs, gloo on the CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), world
+        dist.init_process_group("nccl" if _use_cuda() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _use_cuda() -> bool:
+    """Train on the GPU when one is present, unless NUCLEISEG_DEVICE=cpu."""
+    return torch.cuda.is_available() and os.environ.get("NUCLEISEG_DEVICE", "") != "cpu"
+
+
+def _device(rank: int) -> torch.device:
+    if _use_cuda():
+        index = int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count()
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
+    return torch.device("cpu")
+
+
+def _sync_buffers(model: torch.nn.Module) -> None:
+    """Copy rank 0's buffers (batch-norm running statistics) to every rank.
+
+    DDP broadcasts buffers at the start of each forward, so after the last step every rank holds statistics
+    updated by its own batch; rank 0's are the ones saved, and this makes all ranks agree with them.
+    """
+    import torch.distributed as dist
+
+    for buffer in model.buffers():
+        dist.broadcast(buffer, src=0)
 
 
 def _load_pairs(items: list[Item]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -130,6 +159,15 @@ def _write_history(history: list[dict], path: Path) -> None:
         writer.writerows(history)
 
 
+def _remove_stale_temps(out: Path) -> None:
+    """Delete temporary files left in ``out`` by a run killed while writing one of its outputs."""
+    for name in (WEIGHTS, STATE, CONFIG, HISTORY, "loss_curve.png"):
+        stem, suffix = name.rsplit(".", 1)
+        for tmp in out.glob(f".{stem}.*.{suffix}"):  # atomic_path's naming: .<stem>.<random><suffix>
+            log.debug("removing stale temporary file %s", tmp)
+            tmp.unlink(missing_ok=True)
+
+
 def _read_history(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -143,22 +181,40 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, resume
 
     ``out_dir`` ends up with model.safetensors (best validation DSB score), config.json, history.csv,
     loss_curve.png and checkpoint.safetensors (for ``resume``). Under torchrun the batches are split across
-    ranks with DistributedDataParallel and only rank 0 writes.
+    ranks with DistributedDataParallel (gloo), each rank draws its share of every epoch's samples, and only
+    rank 0 validates, logs and writes. With ``$NUCLEISEG_DUMP_RANK_WEIGHTS`` set to a folder, every rank
+    also saves its final weights there as ``rank<r>.safetensors`` (to check that the ranks agree).
     """
-    out = Path(out_dir)
+    import torch.distributed as dist
+
+    owns_group = not (dist.is_available() and dist.is_initialized())
     rank, world = _distributed()
+    try:
+        return _train(data_dir, Path(out_dir), config, resume, max_epochs_this_run, rank, world)
+    finally:
+        if world > 1 and owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(data_dir: str | Path, out: Path, config: TrainConfig, resume: bool, max_epochs_this_run: int | None,
+           rank: int, world: int) -> Path:
+    """``train`` for one rank of ``world``."""
     if resume:
         if not (out / STATE).exists():
             raise NucleisegError(f"{out}: nothing to resume (no {STATE})")
         config = load_config(out / CONFIG)
-    elif rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
+    else:  # every rank checks, so a refused run stops them all
         if (out / STATE).exists():
             raise NucleisegError(f"{out}: already holds a training run; use --resume or another --out")
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        _remove_stale_temps(out)
     torch.manual_seed(config.seed)
     items = list_dataset(data_dir)
     train_items, val_items = train_val_split(items, config.val_fraction, config.seed)
-    log.info("%d training and %d validation images", len(train_items), len(val_items))
+    if rank == 0:
+        log.info("%d training and %d validation images", len(train_items), len(val_items))
     train_pairs, val_pairs = _load_pairs(train_items), _load_pairs(val_items)
     if config.input_mode == "resize":
         train_data = ResizedDataset(train_pairs, config)
@@ -178,14 +234,21 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, resume
         info = load_training_state(out / STATE, model, optimizer)
         start_epoch, best = int(info["epoch"]), float(info["best"])
         history = _read_history(out / HISTORY)[:start_epoch]
-        log.info("resuming %s at epoch %d", out, start_epoch + 1)
+        if rank == 0:
+            log.info("resuming %s at epoch %d", out, start_epoch + 1)
     elif rank == 0:
         save_config(config, out / CONFIG)
+    device = _device(rank)
+    model = model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if resume:  # optimizer state loaded on the CPU follows the parameters to their device
+        optimizer.load_state_dict(optimizer.state_dict())
     net = model
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model)
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        net = torch.compile(net)
     steps_per_epoch = max(1, len(epoch_indices(config, len(train_pairs), 0, rank, world)) // config.batch_size)
     total = steps_per_epoch * config.epochs
     post = PostprocessConfig()
@@ -207,9 +270,10 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, resume
             lr = learning_rate(config, epoch * steps_per_epoch + i, total)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if config.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cuda" if x.is_cuda else "cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
                 logits = net(x)
             loss = segmentation_loss(logits.float(), y, config.loss)
             optimizer.zero_grad(set_to_none=True)
@@ -218,6 +282,8 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, resume
             running += float(loss.detach()) * len(x)
             seen += len(x)
             bar.set_postfix(loss=f"{running / seen:.4f}")
+        if world > 1:
+            _sync_buffers(model)
         if rank != 0:
             continue
         metrics = validate(model, config, post, val_pairs, val_loss_data)
@@ -230,12 +296,18 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, resume
         if improved:
             best = metrics["val_dsb"]
             save_weights(model, out / WEIGHTS, {"epoch": str(epoch + 1), "val_dsb": f"{best:.5f}"})
-        save_training_state(out / STATE, model, optimizer, {"epoch": epoch + 1, "best": best})
         _write_history(history, out / HISTORY)
         plot_history(history, out / "loss_curve.png")
+        # the training state is written last: it marks the epoch done, so a run killed before it redoes the
+        # epoch on --resume (history is cut back to the state's epoch) and never skips a history row
+        save_training_state(out / STATE, model, optimizer, {"epoch": epoch + 1, "best": best})
         log.info("epoch %d/%d  train loss %.4f  val loss %.4f  val DSB %.4f  AP@0.5 %.4f  %.0fs%s",
                  epoch + 1, config.epochs, row["train_loss"], row["val_loss"], row["val_dsb"], row["val_ap50"],
                  row["seconds"], "  (best)" if improved else "")
+    dump = os.environ.get(DUMP_RANK_WEIGHTS)
+    if dump:
+        Path(dump).mkdir(parents=True, exist_ok=True)
+        save_weights(model, Path(dump) / f"rank{rank}.safetensors", {"rank": str(rank), "world": str(world)})
     if rank == 0:
         log.info("best checkpoint: %s (val DSB %.4f)", out / WEIGHTS, best)
     return out
