@@ -111,3 +111,9 @@ def test_inputs_that_collide_on_name_are_refused(tmp_path):
         Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / sub / "x.png")
     with pytest.raises(NucleisegError, match="also used"):
         list_inputs([tmp_path / "a", tmp_path / "b"])
+
+
+def test_a_single_dsb_image_folder_is_an_input(synthetic_dsb):
+    items = list_inputs([synthetic_dsb / "img2"])
+    assert [it.image_id for it in items] == ["img2"]
+    assert items[0].image.name == "img2.png"

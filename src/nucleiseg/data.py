@@ -43,9 +43,11 @@ def is_plain_layout(root: Path) -> bool:
     return (root / "images").is_dir() and (root / "labels").is_dir()
 
 
-def _dsb_items(root: Path, need_masks: bool) -> list[Item]:
+def _dsb_items(root: Path, need_masks: bool, only: str | None = None) -> list[Item]:
     items = []
     for d in sorted(p for p in root.iterdir() if p.is_dir() and (p / "images").is_dir()):
+        if only is not None and d.name != only:
+            continue
         images = sorted(p for p in (d / "images").iterdir() if is_image_file(p))
         if not images:
             raise InputError(d / "images", "no image file in DSB images folder")
@@ -98,7 +100,9 @@ def list_inputs(paths: list[str | os.PathLike[str]]) -> list[Item]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            if is_dsb_layout(path) or is_plain_layout(path):
+            if (path / "images").is_dir() and not is_plain_layout(path):  # one DSB <ImageId> folder
+                items.extend(_dsb_items(path.parent, need_masks=False, only=path.name))
+            elif is_dsb_layout(path) or is_plain_layout(path):
                 items.extend(list_dataset(path, need_annotations=False))
             else:
                 files = sorted(p for p in path.iterdir() if p.is_file() and is_image_file(p))

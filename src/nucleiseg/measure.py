@@ -25,10 +25,10 @@ def measure(labels: np.ndarray, image: np.ndarray | None = None) -> dict[str, np
     table = regionprops_table(labels.astype(np.int32), intensity_image=intensity, properties=props)
     n = len(table["label"])
     return {
-        "label": table["label"], "area": table["area"],
+        "label": table["label"], "area": table["area"].astype(np.int64),
         "centroid_y": table["centroid-0"], "centroid_x": table["centroid-1"],
-        "bbox_min_row": table["bbox-0"], "bbox_min_col": table["bbox-1"],
-        "bbox_max_row": table["bbox-2"], "bbox_max_col": table["bbox-3"],
+        "bbox_min_row": table["bbox-0"].astype(np.int64), "bbox_min_col": table["bbox-1"].astype(np.int64),
+        "bbox_max_row": table["bbox-2"].astype(np.int64), "bbox_max_col": table["bbox-3"].astype(np.int64),
         "eccentricity": table["eccentricity"], "solidity": table["solidity"],
         "mean_intensity": table.get("intensity_mean", np.full(n, np.nan)),
     }

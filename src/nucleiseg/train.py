@@ -25,7 +25,7 @@ from .training_data import CropDataset, ResizedDataset, epoch_indices
 
 log = logging.getLogger(__name__)
 HISTORY = "history.csv"
-FIELDS = ("epoch", "train_loss", "val_loss", "val_dsb", "val_ap50", "lr", "seconds")
+FIELDS = ("epoch", "train_loss", "val_loss", "val_dsb", "val_ap50", "lr", "train_images_per_s", "seconds")
 
 
 def learning_rate(config: TrainConfig, step: int, total: int) -> float:
@@ -282,6 +282,7 @@ def _train(data_dir: str | Path, out: Path, config: TrainConfig, resume: bool, m
             running += float(loss.detach()) * len(x)
             seen += len(x)
             bar.set_postfix(loss=f"{running / seen:.4f}")
+        train_seconds = time.perf_counter() - t0
         if world > 1:
             _sync_buffers(model)
         if rank != 0:
@@ -290,6 +291,7 @@ def _train(data_dir: str | Path, out: Path, config: TrainConfig, resume: bool, m
         row = {"epoch": epoch + 1, "train_loss": round(running / max(seen, 1), 6),
                "val_loss": round(metrics["val_loss"], 6), "val_dsb": round(metrics["val_dsb"], 5),
                "val_ap50": round(metrics["val_ap50"], 5), "lr": f"{lr:.3g}",
+               "train_images_per_s": round(seen * world / train_seconds, 2),
                "seconds": round(time.perf_counter() - t0, 1)}
         history.append(row)
         improved = metrics["val_dsb"] > best
@@ -301,9 +303,9 @@ def _train(data_dir: str | Path, out: Path, config: TrainConfig, resume: bool, m
         # the training state is written last: it marks the epoch done, so a run killed before it redoes the
         # epoch on --resume (history is cut back to the state's epoch) and never skips a history row
         save_training_state(out / STATE, model, optimizer, {"epoch": epoch + 1, "best": best})
-        log.info("epoch %d/%d  train loss %.4f  val loss %.4f  val DSB %.4f  AP@0.5 %.4f  %.0fs%s",
+        log.info("epoch %d/%d  train loss %.4f  val loss %.4f  val DSB %.4f  AP@0.5 %.4f  %.1f img/s  %.0fs%s",
                  epoch + 1, config.epochs, row["train_loss"], row["val_loss"], row["val_dsb"], row["val_ap50"],
-                 row["seconds"], "  (best)" if improved else "")
+                 row["train_images_per_s"], row["seconds"], "  (best)" if improved else "")
     dump = os.environ.get(DUMP_RANK_WEIGHTS)
     if dump:
         Path(dump).mkdir(parents=True, exist_ok=True)
