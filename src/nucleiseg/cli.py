@@ -79,7 +79,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     from .tune import tune
 
-    tune(args.model, args.data)
+    tune(args.model, args.data, tta=args.tta)
     return 0
 
 
@@ -144,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tune", help="search post-processing thresholds on validation images")
     p.add_argument("--model", required=True, type=Path, help="run folder; thresholds.json is written there")
     p.add_argument("--data", required=True, type=Path, help="annotated folder (its validation split is used)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="tune for predictions with test-time augmentation (saved as the model's default)")
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("export", help="export a model to ONNX")

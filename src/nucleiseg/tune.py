@@ -18,9 +18,9 @@ log = logging.getLogger(__name__)
 
 GRID = {
     "mask_threshold": (0.3, 0.4, 0.5, 0.6, 0.7),
-    "seed_threshold": (0.5, 0.6, 0.7, 0.8, 0.9),
-    "border_threshold": (0.2, 0.3, 0.4, 0.5, 0.6),
-    "min_seed_size": (0, 4, 8, 16),
+    "seed_threshold": (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95),
+    "border_threshold": (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6),
+    "min_seed_size": (0, 4, 8, 16, 24, 32, 48),
     "min_size": (0, 5, 10, 20, 40),
 }
 
@@ -44,16 +44,18 @@ def search(probs: list[np.ndarray], truths: list[np.ndarray], start: Postprocess
     return best, best_score
 
 
-def tune(run_dir: str | Path, data_dir: str | Path) -> PostprocessConfig:
+def tune(run_dir: str | Path, data_dir: str | Path, tta: bool | None = None) -> PostprocessConfig:
     """Tune thresholds on the validation split of ``data_dir`` and write ``run_dir/thresholds.json``.
 
-    The model's TTA setting is kept; the search runs on probabilities computed once per image.
+    ``tta`` (default: the model's setting) is used for the probabilities and saved as the model's default;
+    the search runs on probabilities computed once per image.
     """
     from tqdm import tqdm
 
     from .segmenter import load_model
 
-    seg = load_model(run_dir)
+    seg = load_model(run_dir, tta=tta)
+    seg = seg.with_options(post=dataclasses.replace(seg.post, tta=seg.tta))
     _, val_items = train_val_split(list_dataset(data_dir), seg.config.val_fraction, seg.config.seed)
     probs, truths = [], []
     for item in tqdm(val_items, desc="probabilities", unit="img", disable=None):
