@@ -17,11 +17,11 @@ import time
 
 import numpy as np
 from scipy import ndimage
+from val_eval import DEFAULT_DATA
 
 from nucleiseg.data import image_kind, list_dataset, load_item_cached, read_split
 from nucleiseg.metrics import score_image
 from nucleiseg.segmenter import load_model
-from val_eval import DEFAULT_DATA
 
 
 def variants(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator):

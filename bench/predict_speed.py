@@ -54,7 +54,7 @@ def network_flops(model: torch.nn.Module, h: int, w: int) -> float:
 
 def stages(seg, paths: list[Path], out: Path) -> dict[str, float]:
     """Seconds per stage for one pass over ``paths`` with the optimised code path, run stage by stage."""
-    from nucleiseg.inference import _run_batch, _pad_to
+    from nucleiseg.inference import _pad_to, _run_batch
 
     t = {"read": 0.0, "normalise": 0.0, "network": 0.0, "postprocess": 0.0, "write": 0.0}
     stride = seg.model.stride

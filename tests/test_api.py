@@ -5,9 +5,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import SAMPLE
 
 import nucleiseg
-from conftest import SAMPLE
 
 
 def test_readme_api_example_on_a_sample_image():

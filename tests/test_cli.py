@@ -7,7 +7,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 import tifffile
 from conftest import SAMPLE
 from PIL import Image

@@ -4,7 +4,14 @@ import tifffile
 from conftest import SAMPLE, disc_labels, write_dsb_folder
 from PIL import Image
 
-from nucleiseg.data import image_kind, list_dataset, list_inputs, load_item, load_item_cached, train_val_split
+from nucleiseg.data import (
+    image_kind,
+    list_dataset,
+    list_inputs,
+    load_item,
+    load_item_cached,
+    train_val_split,
+)
 from nucleiseg.errors import InputError, NucleisegError
 from nucleiseg.io import read_image, read_labels, write_labels
 

@@ -3,12 +3,11 @@ import pytest
 import torch
 from conftest import disc_labels
 
-from nucleiseg.config import preset
+from nucleiseg.config import PostprocessConfig, preset
 from nucleiseg.inference import predict_probabilities
 from nucleiseg.metrics import dsb_score
 from nucleiseg.model import UNet
 from nucleiseg.postprocess import probabilities_to_labels
-from nucleiseg.config import PostprocessConfig
 
 
 class BlurNet(torch.nn.Module):

@@ -1,10 +1,14 @@
 import numpy as np
-from scipy import ndimage
 import pytest
 from conftest import disc_labels
+from scipy import ndimage
 
 from nucleiseg.config import PostprocessConfig
-from nucleiseg.postprocess import probabilities_to_labels, seeded_watershed, threshold_components
+from nucleiseg.postprocess import (
+    probabilities_to_labels,
+    seeded_watershed,
+    threshold_components,
+)
 from nucleiseg.targets import body_border_target
 
 

@@ -49,7 +49,8 @@ def _write_outputs(item: Item, image: np.ndarray, labels: np.ndarray, out: Path,
 
         write_png(out / f"{item.image_id}_overlay.png", draw_outlines(image, labels))
     if measure:
-        from .measure import measure as measure_labels, write_measurements
+        from .measure import measure as measure_labels
+        from .measure import write_measurements
 
         write_measurements(out / f"{item.image_id}_nuclei.csv", measure_labels(labels, image))
     return path

@@ -47,9 +47,9 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
 
 def load_model(run_dir: str | Path | None = None, tta: bool | None = None) -> Segmenter:
     """Load a trained model folder (default: the bundled model). ``tta=None`` uses the model's own default."""
-    from .checkpoint import load_model as _load
-
     import torch
+
+    from .checkpoint import load_model as _load
 
     model, config, post = _load(run_dir)
     model = model.to(memory_format=torch.channels_last)

@@ -2,30 +2,34 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import logging
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
-from .checkpoint import CONFIG, STATE, WEIGHTS, load_training_state, save_training_state, save_weights, unwrap
+from .checkpoint import (
+    CONFIG,
+    STATE,
+    WEIGHTS,
+    load_training_state,
+    save_training_state,
+    save_weights,
+)
 from .config import PostprocessConfig, TrainConfig, load_config, save_config
 from .data import Item, list_dataset, load_item_cached, train_val_split
 from .errors import NucleisegError
+from .history import HISTORY, plot_history, read_history, write_history
 from .losses import segmentation_loss
 from .model import UNet
 from .training_data import CropDataset, ResizedDataset, epoch_indices
 
 log = logging.getLogger(__name__)
-HISTORY = "history.csv"
-FIELDS = ("epoch", "train_loss", "val_loss", "val_dsb", "val_ap50", "lr", "train_images_per_s", "seconds")
 
 
 def learning_rate(config: TrainConfig, step: int, total: int) -> float:
@@ -122,43 +126,6 @@ class _ValCrops(torch.utils.data.Dataset):
         return self.data[i]
 
 
-def plot_history(history: list[dict], path: Path) -> None:
-    """Loss curves (train and validation) with the validation DSB score on a second axis."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .atomic import atomic_path
-
-    epochs = [int(r["epoch"]) for r in history]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.plot(epochs, [float(r["train_loss"]) for r in history], label="train loss")
-    ax.plot(epochs, [float(r["val_loss"]) for r in history], label="validation loss")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax2 = ax.twinx()
-    ax2.plot(epochs, [float(r["val_dsb"]) for r in history], "g--o", ms=3, label="validation DSB score")
-    ax2.set_ylabel("DSB score")
-    ax2.set_ylim(0, 1)
-    lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-    ax.legend(lines, [ln.get_label() for ln in lines], loc="center right")
-    ax.set_title("nucleiseg training")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-
-
-def _write_history(history: list[dict], path: Path) -> None:
-    from .atomic import atomic_path
-
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, FIELDS)
-        writer.writeheader()
-        writer.writerows(history)
-
-
 def _remove_stale_temps(out: Path) -> None:
     """Delete temporary files left in ``out`` by a run killed while writing one of its outputs."""
     for name in (WEIGHTS, STATE, CONFIG, HISTORY, "loss_curve.png"):
@@ -168,11 +135,38 @@ def _remove_stale_temps(out: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def _read_history(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+def _datasets(config: TrainConfig, train_pairs: list, val_pairs: list) -> tuple[Dataset, Dataset]:
+    """Training samples and the fixed validation samples that the validation loss is computed on."""
+    if config.input_mode == "resize":
+        return ResizedDataset(train_pairs, config), ResizedDataset(val_pairs, config)
+    train_data = CropDataset(train_pairs, config, config.samples_per_epoch or len(train_pairs))
+    val_crops = CropDataset(val_pairs, dataclasses.replace(config, augment=False), len(val_pairs))
+    return train_data, _ValCrops(val_crops, len(val_pairs))
+
+
+def _train_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, batches, config: TrainConfig,
+                 device: torch.device, first_step: int, total_steps: int) -> tuple[float, int, float]:
+    """One pass over ``batches``; returns (summed loss, samples seen, last learning rate)."""
+    net.train()
+    running, seen, lr = 0.0, 0, config.lr
+    for i, (x, y) in enumerate(batches):
+        lr = learning_rate(config, first_step + i, total_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+            logits = net(x)
+        loss = segmentation_loss(logits.float(), y, config.loss)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        running += float(loss.detach()) * len(x)
+        seen += len(x)
+        if hasattr(batches, "set_postfix"):
+            batches.set_postfix(loss=f"{running / seen:.4f}")
+    return running, seen, lr
 
 
 def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, resume: bool = False,
@@ -216,15 +210,7 @@ def _train(data_dir: str | Path, out: Path, config: TrainConfig, resume: bool, m
     if rank == 0:
         log.info("%d training and %d validation images", len(train_items), len(val_items))
     train_pairs, val_pairs = _load_pairs(train_items), _load_pairs(val_items)
-    if config.input_mode == "resize":
-        train_data = ResizedDataset(train_pairs, config)
-        val_loss_data = ResizedDataset(val_pairs, config)
-        epoch_length = len(train_data)
-    else:
-        epoch_length = config.samples_per_epoch or len(train_pairs)
-        train_data = CropDataset(train_pairs, config, epoch_length)
-        val_loss_data = _ValCrops(CropDataset(val_pairs, dataclasses.replace(config, augment=False),
-                                              len(val_pairs)), len(val_pairs))
+    train_data, val_loss_data = _datasets(config, train_pairs, val_pairs)
     model = UNet(config.model)
     opt_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
     optimizer = opt_cls(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -233,7 +219,7 @@ def _train(data_dir: str | Path, out: Path, config: TrainConfig, resume: bool, m
     if resume:
         info = load_training_state(out / STATE, model, optimizer)
         start_epoch, best = int(info["epoch"]), float(info["best"])
-        history = _read_history(out / HISTORY)[:start_epoch]
+        history = read_history(out / HISTORY)[:start_epoch]
         if rank == 0:
             log.info("resuming %s at epoch %d", out, start_epoch + 1)
     elif rank == 0:
@@ -262,26 +248,9 @@ def _train(data_dir: str | Path, out: Path, config: TrainConfig, resume: bool, m
         indices = epoch_indices(config, len(train_pairs), epoch, rank, world)
         loader = DataLoader(Subset(train_data, indices), batch_size=config.batch_size, drop_last=True,
                             num_workers=workers)
-        net.train()
-        running, seen = 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False,
                    disable=None if rank == 0 else True)
-        for i, (x, y) in enumerate(bar):
-            lr = learning_rate(config, epoch * steps_per_epoch + i, total)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if config.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
-                logits = net(x)
-            loss = segmentation_loss(logits.float(), y, config.loss)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            running += float(loss.detach()) * len(x)
-            seen += len(x)
-            bar.set_postfix(loss=f"{running / seen:.4f}")
+        running, seen, lr = _train_epoch(net, optimizer, bar, config, device, epoch * steps_per_epoch, total)
         train_seconds = time.perf_counter() - t0
         if world > 1:
             _sync_buffers(model)
@@ -298,7 +267,7 @@ def _train(data_dir: str | Path, out: Path, config: TrainConfig, resume: bool, m
         if improved:
             best = metrics["val_dsb"]
             save_weights(model, out / WEIGHTS, {"epoch": str(epoch + 1), "val_dsb": f"{best:.5f}"})
-        _write_history(history, out / HISTORY)
+        write_history(history, out / HISTORY)
         plot_history(history, out / "loss_curve.png")
         # the training state is written last: it marks the epoch done, so a run killed before it redoes the
         # epoch on --resume (history is cut back to the state's epoch) and never skips a history row
@@ -313,11 +282,3 @@ def _train(data_dir: str | Path, out: Path, config: TrainConfig, resume: bool, m
     if rank == 0:
         log.info("best checkpoint: %s (val DSB %.4f)", out / WEIGHTS, best)
     return out
-
-
-def copy_run(run_dir: Path, dest: Path) -> None:
-    """Copy the files that make a usable model folder (weights, config, thresholds)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in (WEIGHTS, CONFIG, "thresholds.json"):
-        if (run_dir / name).exists():
-            shutil.copy2(run_dir / name, dest / name)

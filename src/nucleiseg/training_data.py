@@ -8,7 +8,13 @@ from torch.utils.data import Dataset
 
 from .config import TrainConfig
 from .targets import make_target
-from .transforms import augment_intensity, dihedral, normalize, random_crop, resize_image
+from .transforms import (
+    augment_intensity,
+    dihedral,
+    normalize,
+    random_crop,
+    resize_image,
+)
 
 
 def resize_pair(image: np.ndarray, labels: np.ndarray, size: int, normalization: str) -> tuple[np.ndarray, np.ndarray]:
