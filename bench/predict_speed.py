@@ -96,6 +96,37 @@ def reference(seg, paths: list[Path], out: Path) -> None:
         write_labels(out / f"{p.stem}.tif", probabilities_to_labels(prob, seg.post))
 
 
+def network_seconds(model, inputs: list[np.ndarray], repeats: int) -> float:
+    """Median seconds for the network alone over pre-normalised padded inputs."""
+    from nucleiseg.inference import _run_batch
+
+    runs = []
+    for _ in range(repeats + 1):
+        t = time.perf_counter()
+        for x in inputs:
+            _run_batch(model, x, False)
+        runs.append(time.perf_counter() - t)
+    return statistics.median(runs[1:])
+
+
+def onnx_vs_torch(seg, model_dir: Path | None, paths: list[Path], repeats: int) -> tuple[float, float]:
+    """(torch seconds, onnxruntime seconds) for the network stage on the same inputs."""
+    from nucleiseg.export import OnnxModule, export_onnx
+    from nucleiseg.inference import _pad_to
+
+    stride = seg.model.stride
+    inputs = []
+    for p in paths:
+        image = read_image(p)
+        h, w = image.shape[:2]
+        x = _pad_to(normalize(image, seg.config.normalization), -(-h // stride) * stride, -(-w // stride) * stride)
+        inputs.append(np.ascontiguousarray(x.transpose(2, 0, 1)[None]))
+    with tempfile.TemporaryDirectory() as tmp:
+        export_onnx(Path(tmp) / "m.onnx", model_dir)
+        onnx = OnnxModule(Path(tmp) / "m.onnx")
+        return network_seconds(seg.model, inputs, repeats), network_seconds(onnx, inputs, repeats)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", type=Path, default=None)
@@ -133,6 +164,9 @@ def main() -> None:
     rate = flops_all / stage_med["network"] / 1e9
     print(f"network: {flops_all / 1e9:.1f} GFLOP at {rate:.1f} GFLOP/s; 3x3 conv ceiling {ceiling:.1f} GFLOP/s "
           f"-> {100 * rate / ceiling:.0f} % of ceiling")
+    t_torch, t_onnx = onnx_vs_torch(seg, args.model, paths, args.repeats)
+    print(f"network only: torch {t_torch:.2f} s ({mpix / t_torch:.2f} MP/s), onnxruntime {t_onnx:.2f} s "
+          f"({mpix / t_onnx:.2f} MP/s), onnx/torch time x{t_onnx / t_torch:.2f}")
 
 
 if __name__ == "__main__":

@@ -56,10 +56,28 @@ class OnnxModule(nn.Module):
 
 def onnx_segmenter(seg: Segmenter, onnx_path: str | os.PathLike[str] | None = None,
                    model_dir: str | Path | None = None) -> Segmenter:
-    """A copy of ``seg`` whose network runs in onnxruntime (exporting to a temporary file if no path is given)."""
-    if onnx_path is None:
-        import tempfile
+    """A copy of ``seg`` whose network runs in onnxruntime.
 
-        onnx_path = Path(tempfile.mkdtemp(prefix="nucleiseg-onnx-")) / "model.onnx"
-        export_onnx(onnx_path, model_dir)
+    Without ``onnx_path`` the model is exported once into the cache folder, keyed by a hash of its weights
+    and config, so later runs reuse the export.
+    """
+    if onnx_path is None:
+        onnx_path = _cached_export(model_dir)
     return dataclasses.replace(seg, model=OnnxModule(onnx_path))
+
+
+def _cached_export(model_dir: str | Path | None) -> Path:
+    import hashlib
+
+    from .checkpoint import CONFIG, WEIGHTS, default_model_dir
+    from .data import cache_dir
+
+    folder = default_model_dir() if model_dir is None else Path(model_dir)
+    digest = hashlib.sha256()
+    for name in (CONFIG, WEIGHTS):
+        digest.update((folder / name).read_bytes())
+    path = cache_dir() / "onnx" / f"{digest.hexdigest()[:20]}.onnx"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        export_onnx(path, model_dir)
+    return path

@@ -61,7 +61,8 @@ def _pad_to(x: np.ndarray, h: int, w: int) -> np.ndarray:
 
 
 def predict_probabilities(model: nn.Module, image: np.ndarray, config: TrainConfig, tta: bool = False,
-                          tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, batch_size: int = 4) -> np.ndarray:
+                          tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
+                          batch_pixels: int = 1 << 20) -> np.ndarray:
     """(H, W, 3) raw image to (C, H, W) float32 probabilities at the image's own resolution.
 
     ``resize`` models see the whole image at their input size and the map is resized back (the seed);
@@ -91,6 +92,8 @@ def predict_probabilities(model: nn.Module, image: np.ndarray, config: TrainConf
         sum_x[x:x + tw] += wx[:w - x]
     out = np.zeros((config.model.out_channels, h, w), np.float32)
     coords = [(y, x) for y in ys for x in xs]
+    # activations dominate memory: cap the pixels per batch (1 MP: 4 tiles of 512, 1 tile of 1024)
+    batch_size = max(1, batch_pixels // (th * tw))
     for start in range(0, len(coords), batch_size):
         chunk = coords[start:start + batch_size]
         batch = np.stack([
