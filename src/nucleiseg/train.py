@@ -184,7 +184,12 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, resume
     owns_group = not (dist.is_available() and dist.is_initialized())
     rank, world = _distributed()
     try:
-        return _train(data_dir, Path(out_dir), config, resume, max_epochs_this_run, rank, world)
+        out = _train(data_dir, Path(out_dir), config, resume, max_epochs_this_run, rank, world)
+        if world > 1:
+            # rank 0 validates and writes after the last step; tearing the group down while it still works
+            # aborts the other ranks' gloo connections ("terminate called without an active exception")
+            dist.barrier()
+        return out
     finally:
         if world > 1 and owns_group and dist.is_initialized():
             dist.destroy_process_group()
