@@ -47,9 +47,3 @@ def write_text_atomic(target: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` to ``target`` atomically."""
     with atomic_path(target) as tmp:
         tmp.write_text(text)
-
-
-def write_bytes_atomic(target: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``target`` atomically."""
-    with atomic_path(target) as tmp:
-        tmp.write_bytes(data)

@@ -27,10 +27,6 @@ class Item:
     masks: tuple[Path, ...] | None = None
     labels: Path | None = None
 
-    @property
-    def annotated(self) -> bool:
-        return self.masks is not None or self.labels is not None
-
 
 def is_dsb_layout(root: Path) -> bool:
     """True if ``root`` holds ``<ImageId>/images/<ImageId>.png`` folders."""

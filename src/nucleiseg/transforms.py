@@ -48,11 +48,6 @@ def dihedral(array: np.ndarray, k: int, axes: tuple[int, int] = (0, 1)) -> np.nd
     return np.flip(out, axis=axes[0]) if k >= 4 else out
 
 
-def inverse_dihedral(array: np.ndarray, k: int, axes: tuple[int, int] = (0, 1)) -> np.ndarray:
-    out = np.flip(array, axis=axes[0]) if k >= 4 else array
-    return np.rot90(out, -(k % 4), axes=axes)
-
-
 def random_crop(image: np.ndarray, labels: np.ndarray, size: int, rng: np.random.Generator,
                 scale_range: tuple[float, float] = (1.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
     """Crop a random window of ``size * scale`` pixels and resize it to ``size`` (scale jitter).
