@@ -13,10 +13,14 @@ def dtype_max(image: np.ndarray) -> float:
 
 
 def percentiles(image: np.ndarray, low: float = 1.0, high: float = 99.8, max_samples: int = 1_000_000) -> tuple[float, float]:
-    """Low and high intensity percentiles over all channels, from a strided subsample for large images."""
-    flat = image.reshape(-1)
-    step = max(1, flat.size // max_samples)
-    lo, hi = np.percentile(flat[::step], (low, high))
+    """Low and high intensity percentiles over all channels, from a subsample of whole pixels for large images.
+
+    The subsample strides over pixels, never over the interleaved values: a stride over an (H, W, 3) array
+    that is a multiple of 3 would see one channel only.
+    """
+    pixels = image.reshape(image.shape[0] * image.shape[1], -1) if image.ndim == 3 else image.reshape(-1, 1)
+    step = max(1, pixels.size // max_samples)
+    lo, hi = np.percentile(pixels[::step], (low, high))
     return float(lo), float(hi)
 
 
