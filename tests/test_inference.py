@@ -29,7 +29,7 @@ def disc_image():
 
 def test_tiled_and_untiled_prediction_give_the_same_instances(disc_image):
     image, truth = disc_image
-    config = preset("default")
+    config = preset("release-0.1.0")
     whole = predict_probabilities(BlurNet(), image, config, tile=1024)
     tiled = predict_probabilities(BlurNet(), image, config, tile=128, overlap=32)
     np.testing.assert_allclose(whole, tiled, atol=5e-3)  # tile edges see padding, with tiny blend weight
@@ -51,7 +51,7 @@ def test_real_network_tiles_agree_closely(disc_image):
 
 def test_tta_is_exact_for_a_symmetric_network(disc_image):
     image, _ = disc_image
-    config = preset("default")
+    config = preset("release-0.1.0")
     plain = predict_probabilities(BlurNet(), image, config)
     tta = predict_probabilities(BlurNet(), image, config, tta=True)
     np.testing.assert_allclose(plain, tta, atol=1e-5)

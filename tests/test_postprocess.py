@@ -9,7 +9,7 @@ from nucleiseg.postprocess import (
     seeded_watershed,
     threshold_components,
 )
-from nucleiseg.targets import body_border_target
+from nucleiseg.representations import body_border_target
 
 
 def test_threshold_components_counts_separate_discs():
@@ -54,7 +54,7 @@ def test_unseeded_component_is_kept():
 
 def test_bad_probability_shape_raises():
     with pytest.raises(ValueError):
-        probabilities_to_labels(np.zeros((3, 8, 8), np.float32), PostprocessConfig())
+        probabilities_to_labels(np.zeros((4, 8, 8), np.float32), PostprocessConfig())
 
 
 def _same_instances(a: np.ndarray, b: np.ndarray) -> bool:

@@ -1,3 +1,4 @@
+import dataclasses
 import csv
 import json
 
@@ -26,7 +27,10 @@ def test_training_smoke_writes_a_rebuildable_run(synthetic_dsb, tmp_path, monkey
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert {"train_loss", "val_loss", "val_dsb"} <= set(rows[0])
     model, config, _ = load_model(out)
-    assert config == _tiny(val_fraction=0.34)
+    assert config == dataclasses.replace(_tiny(val_fraction=0.34), datasets=config.datasets)
+    (record,) = config.datasets
+    assert record["name"] == "dsb" and record["train_images"] + record["val_images"] == 6
+    assert len(record["sha256"]) == 64
     assert json.loads((out / "config.json").read_text())["preset"] == "tiny"
 
 

@@ -62,6 +62,37 @@ def load_weights_into(model: nn.Module, path: Path) -> dict[str, str]:
     return meta
 
 
+def init_weights_from(model: nn.Module, run_dir: str | Path | None) -> Path:
+    """Start ``model`` from the weights of a trained model folder (``None`` or ``"default"``: the bundled one).
+
+    Every tensor must match in name and shape, except that the output head may have a different number of
+    channels (another target representation): the channels both have are copied, new ones keep their
+    initialisation. Anything else (other widths or depth) is a one-line error naming the folder.
+    """
+    folder = default_model_dir() if run_dir in (None, "default") else Path(run_dir)
+    if not (folder / WEIGHTS).is_file():
+        raise NucleisegError(f"{folder}: --init needs a model folder holding {WEIGHTS}")
+    state, _ = _read_safetensors(folder / WEIGHTS)
+    own = unwrap(model).state_dict()
+    head = [k for k in own if k.startswith("head.")]
+    bad = sorted((set(own) ^ set(state)) | {k for k in own if k in state and k not in head
+                                            and state[k].shape != own[k].shape})
+    if bad:
+        raise NucleisegError(f"{folder}: its network does not fit this configuration (widths, depth or norm "
+                             f"differ; first mismatch: {bad[0]}); use --set model.widths=... to match it")
+    merged = {}
+    for k, v in own.items():
+        if k in head and state[k].shape != v.shape:
+            v = v.clone()
+            n = min(v.shape[0], state[k].shape[0])
+            v[:n] = state[k][:n]
+            merged[k] = v
+        else:
+            merged[k] = state[k]
+    unwrap(model).load_state_dict(merged)
+    return folder
+
+
 def default_model_dir() -> Path:
     """The model bundled inside the package."""
     return Path(__file__).parent / "models" / "default"

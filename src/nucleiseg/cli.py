@@ -50,6 +50,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     changes = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
                                  ("val_fraction", args.val_fraction), ("seed", args.seed),
                                  ("samples_per_epoch", args.samples_per_epoch)) if v is not None}
+    if args.init:
+        changes["init"] = args.init
     config = dataclasses.replace(config, **changes)
     import os
 
@@ -106,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a U-Net on a DSB-layout or images/+labels/ folder")
-    p.add_argument("--data", required=True, type=Path, help="training folder (DSB layout or images/ + labels/)")
+    p.add_argument("--data", required=True, action="append", metavar="DIR[:WEIGHT]",
+                   help="training folder (DSB layout or images/ + labels/), repeatable; WEIGHT scales how often "
+                        "its images are drawn (default 1: a dataset's share is weight x its image count)")
     p.add_argument("--out", required=True, type=Path, help="run folder for weights, config, history, plots")
     p.add_argument("--preset", default="default", help="seed | default | tiny (default: default)")
     p.add_argument("--epochs", type=_positive_int)
@@ -118,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a preset setting, e.g. augment=false or model.widths=24,48,96,192,384")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.add_argument("--init", metavar="default|RUN_DIR",
+                   help="start from the bundled model's weights (default) or a trained model folder")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("predict", help="segment images into label TIFFs")

@@ -201,8 +201,12 @@ def image_kind(image: np.ndarray) -> str:
     return "fluorescence" if float(np.median(img)) < 0.5 else "brightfield"
 
 
-def split_file() -> Path:
-    return Path(__file__).parent / "splits" / "dsb2018_val.txt"
+SPLITS = Path(__file__).parent / "splits"
+
+
+def split_file(name: str = "dsb2018") -> Path:
+    """The committed validation list of dataset ``name``: ``splits/<name>_val.txt``."""
+    return SPLITS / f"{name}_val.txt"
 
 
 def read_split(path: Path | None = None) -> list[str]:
@@ -210,14 +214,29 @@ def read_split(path: Path | None = None) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
 
 
-def train_val_split(items: list[Item], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[Item], list[Item]]:
-    """Split items: by the committed DSB2018 validation list when it covers these ids, else at random."""
-    val_ids = set(read_split())
+def committed_split(items: list[Item]) -> tuple[str, set[str]] | None:
+    """(dataset name, validation ids) of the committed list that covers these items, if one does: a list
+    counts when at least 10 % of the items are on it (a subset or an edition of the dataset still matches)."""
     ids = {it.image_id for it in items}
-    if val_ids & ids and len(val_ids & ids) >= 0.1 * len(ids):
-        val = [it for it in items if it.image_id in val_ids]
-        train = [it for it in items if it.image_id not in val_ids]
-        return train, val
+    for path in sorted(SPLITS.glob("*_val.txt")):
+        val_ids = set(read_split(path)) & ids
+        if val_ids and len(val_ids) >= 0.1 * len(ids):
+            return path.name[: -len("_val.txt")], val_ids
+    return None
+
+
+def dataset_name(root: Path, items: list[Item]) -> str:
+    """The name a dataset goes by in logs, history and config: its committed split's, else its folder's."""
+    found = committed_split(items)
+    return found[0] if found else Path(root).resolve().name
+
+
+def train_val_split(items: list[Item], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[Item], list[Item]]:
+    """Split items: by a committed validation list when one covers these ids, else at random."""
+    found = committed_split(items)
+    if found is not None:
+        val_ids = found[1]
+        return [it for it in items if it.image_id not in val_ids], [it for it in items if it.image_id in val_ids]
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(items))
     n_val = max(1, round(val_fraction * len(items)))
@@ -225,3 +244,42 @@ def train_val_split(items: list[Item], val_fraction: float = 0.2, seed: int = 0)
         raise NucleisegError(f"need at least 2 images to split into train and validation, got {len(items)}")
     val_idx = set(order[:n_val].tolist())
     return ([it for i, it in enumerate(items) if i not in val_idx], [it for i, it in enumerate(items) if i in val_idx])
+
+
+def content_fingerprint(items: list[Item]) -> str:
+    """SHA-256 over every file of the dataset (names and bytes, in order): changes when any file changes."""
+    h = hashlib.sha256()
+    for item in items:
+        for p in (item.image, *(item.masks or ()), *((item.labels,) if item.labels else ())):
+            h.update(p.name.encode() + b"\0")
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A training folder and its sampling weight, parsed from ``DIR`` or ``DIR:WEIGHT``."""
+
+    path: Path
+    weight: float = 1.0
+
+    @classmethod
+    def parse(cls, text: str | os.PathLike[str]) -> "DatasetSpec":
+        text = str(text)
+        head, sep, tail = text.rpartition(":")
+        if sep and head and not Path(text).exists():
+            try:
+                weight = float(tail)
+            except ValueError:
+                raise NucleisegError(f"{text}: expected DIR or DIR:WEIGHT with a number as weight") from None
+            if not weight > 0:
+                raise NucleisegError(f"{text}: the sampling weight must be > 0")
+            return cls(Path(head), weight)
+        return cls(Path(text))
+
+
+def median_diameter(labels: np.ndarray) -> float:
+    """Median equivalent diameter (of a disc of the same area) of the nuclei in a label image; 0 if none."""
+    areas = np.bincount(labels.ravel())[1:]
+    areas = areas[areas > 0]
+    return float(np.sqrt(4.0 * np.median(areas) / np.pi)) if len(areas) else 0.0

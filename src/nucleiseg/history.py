@@ -25,11 +25,16 @@ def plot_history(history: list[dict], path: Path) -> None:
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax2 = ax.twinx()
-    ax2.plot(epochs, [float(r["val_dsb"]) for r in history], "g--o", ms=3, label="validation DSB score")
+    per_set = [k for k in history[-1] if k.startswith("val_dsb_")] if history else []
+    mean_label = "validation DSB score" + (" (mean over datasets)" if per_set else "")
+    ax2.plot(epochs, [float(r["val_dsb"]) for r in history], "g--o", ms=3, label=mean_label)
+    for key in per_set:
+        ax2.plot(epochs, [float(r[key]) if r.get(key) not in (None, "") else float("nan") for r in history],
+                 ":", lw=1, label=f"DSB {key[8:]}")
     ax2.set_ylabel("DSB score")
     ax2.set_ylim(0, 1)
     lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-    ax.legend(lines, [ln.get_label() for ln in lines], loc="center right")
+    ax.legend(lines, [ln.get_label() for ln in lines], loc="center right", fontsize="small")
     ax.set_title("nucleiseg training")
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -42,7 +47,8 @@ def write_history(history: list[dict], path: Path) -> None:
     from .atomic import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, FIELDS)
+        extra = sorted({k for row in history for k in row} - set(FIELDS))  # per-dataset scores
+        writer = csv.DictWriter(f, FIELDS + tuple(extra))
         writer.writeheader()
         writer.writerows(history)
 

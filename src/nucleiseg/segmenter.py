@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -9,13 +10,22 @@ import numpy as np
 from torch import nn
 
 from .config import PostprocessConfig, TrainConfig
+from .data import median_diameter
 from .inference import DEFAULT_OVERLAP, DEFAULT_TILE, predict_probabilities
 from .postprocess import probabilities_to_labels
+from .scale import labels_to_shape, resize_raw, sample_windows, scale_factor
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class Segmenter:
-    """Everything needed to segment an image; build it with ``load_model``."""
+    """Everything needed to segment an image; build it with ``load_model``.
+
+    ``diameter``: ``"auto"`` estimates each image's nucleus diameter and rescales the image so nuclei have the
+    model's canonical diameter; a number gives the diameter in pixels; ``None`` uses the image as it is.
+    Models trained without scale normalisation (``canonical_diameter`` 0) always use the image as it is.
+    """
 
     model: nn.Module
     config: TrainConfig
@@ -23,21 +33,56 @@ class Segmenter:
     tta: bool = False
     tile: int = DEFAULT_TILE
     overlap: int = DEFAULT_OVERLAP
+    diameter: str | float | None = "auto"
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
-        """(H, W, 3) image to (C, H, W) probabilities."""
+        """(H, W, 3) image to (C, H, W) probabilities at the image's own scale."""
         return predict_probabilities(self.model, image, self.config, tta=self.tta, tile=self.tile,
                                      overlap=self.overlap)
 
+    def _labels_at(self, image: np.ndarray, factor: float) -> np.ndarray:
+        """Labels of ``image`` segmented after resizing it by ``factor``, at the network's scale."""
+        return probabilities_to_labels(self.probabilities(resize_raw(image, factor)), self.post,
+                                       targets=self.config.targets)
+
+    def segment_with_diameter(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        """(H, W) or (H, W, C) image to (labels, nucleus diameter in px used for scaling; 0 if unscaled)."""
+        image = as_rgb(image)
+        canonical = self.config.canonical_diameter
+        if not canonical or self.diameter is None:
+            return self._labels_at(image, 1.0), 0.0
+        if self.diameter != "auto":
+            diameter = float(self.diameter)
+            factor = scale_factor(diameter, canonical)
+            return labels_to_shape(self._labels_at(image, factor), image.shape[:2]), diameter
+        windows = sample_windows(image.shape[:2])
+        whole = len(windows) == 1
+        # first pass at the image's own scale; when the nuclei already have about the canonical size it is the
+        # result, otherwise rescale and check the size once more at the new scale
+        first = [self._labels_at(image[w], 1.0) for w in windows]
+        diameter = float(np.median([median_diameter(lab) for lab in first]))
+        factor = scale_factor(diameter, canonical)
+        if factor == 1.0 and whole:
+            return first[0], diameter
+        labels = self._labels_at(image, factor)
+        seen = median_diameter(labels) / factor
+        refined = scale_factor(seen, canonical)
+        if refined != 1.0 and seen > 0 and abs(np.log(seen / diameter)) > np.log(1.25):
+            diameter, factor = seen, scale_factor(seen, canonical)
+            labels = self._labels_at(image, factor)
+        log.debug("nucleus diameter %.1f px: image resized x%.2f", diameter, factor)
+        return labels_to_shape(labels, image.shape[:2]), diameter
+
     def segment(self, image: np.ndarray) -> np.ndarray:
         """(H, W) or (H, W, C) image to an (H, W) int32 label image (0 background, 1..N nuclei)."""
-        return probabilities_to_labels(self.probabilities(_as_rgb(image)), self.post)
+        return self.segment_with_diameter(image)[0]
 
     def with_options(self, **changes) -> "Segmenter":
         return replace(self, **changes)
 
 
-def _as_rgb(image: np.ndarray) -> np.ndarray:
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """(H, W), (H, W, 1) or (H, W, C>=3) image to (H, W, 3): grey repeated, extra channels dropped."""
     if image.ndim == 2:
         image = image[..., None]
     if image.shape[-1] == 1:

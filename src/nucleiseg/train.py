@@ -22,10 +22,10 @@ from .checkpoint import (
     save_weights,
 )
 from .config import PostprocessConfig, TrainConfig, load_config, save_config
-from .data import Item, list_dataset, load_item_cached, train_val_split
+from .data import DatasetSpec, Item, content_fingerprint, dataset_name, list_dataset, load_item_cached, median_diameter, train_val_split
 from .errors import NucleisegError
 from .history import HISTORY, plot_history, read_history, write_history
-from .losses import segmentation_loss
+from .representations import representation
 from .model import UNet
 from .training_data import CropDataset, ResizedDataset, epoch_indices
 
@@ -97,24 +97,38 @@ def _load_pairs(items: list[Item]) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def validate(model: torch.nn.Module, config: TrainConfig, post: PostprocessConfig,
-             pairs: list[tuple[np.ndarray, np.ndarray]], loss_data: torch.utils.data.Dataset) -> dict[str, float]:
-    """Validation loss (on the training representation) and DSB score / AP@0.5 at native resolution."""
+             val_sets: dict[str, list[tuple[np.ndarray, np.ndarray]]], loss_data: torch.utils.data.Dataset) -> dict[str, float]:
+    """Validation loss (on the training representation) and, per dataset, DSB score / AP@0.5 at native
+    resolution; ``val_dsb`` and ``val_ap50`` are the means over datasets. Batches go to the model's device.
+
+    Models with scale normalisation see each image rescaled by its true median nucleus diameter (from the
+    labels), so checkpoint choice does not depend on the diameter estimate.
+    """
     from .metrics import score_image
     from .segmenter import Segmenter
 
     model.eval()
+    device = next(model.parameters()).device
+    rep = representation(config.targets)
     losses = []
     with torch.inference_mode():
         for x, y in DataLoader(loss_data, batch_size=config.batch_size):
-            losses.append(float(segmentation_loss(model(x), y, config.loss)) * len(x))
-    seg = Segmenter(model, config, post)
-    rows = [score_image(labels, seg.segment(image)) for image, labels in pairs]
-    return {"val_loss": sum(losses) / len(loss_data), "val_dsb": float(np.mean([r["dsb"] for r in rows])),
-            "val_ap50": float(np.mean([r["ap50"] for r in rows]))}
+            losses.append(float(rep.loss(model(x.to(device)).float(), y.to(device), config.loss)) * len(x))
+    seg = Segmenter(model, config, post, diameter=None)
+    out: dict[str, float] = {"val_loss": sum(losses) / max(1, len(loss_data))}
+    for name, pairs in val_sets.items():
+        rows = [score_image(labels, seg.with_options(diameter=median_diameter(labels) or None).segment(image))
+                for image, labels in pairs]
+        out[f"val_dsb_{name}"] = float(np.mean([r["dsb"] for r in rows]))
+        out[f"val_ap50_{name}"] = float(np.mean([r["ap50"] for r in rows]))
+    out["val_dsb"] = float(np.mean([out[f"val_dsb_{n}"] for n in val_sets]))
+    out["val_ap50"] = float(np.mean([out[f"val_ap50_{n}"] for n in val_sets]))
+    return out
 
 
 class _ValCrops(torch.utils.data.Dataset):
-    """Deterministic validation samples for the loss: one crop per validation image."""
+    """Deterministic validation samples for the loss: ``n`` crops drawn (with replacement) from the
+    validation images, the same every epoch."""
 
     def __init__(self, data: CropDataset, n: int) -> None:
         self.data, self.n = data, n
@@ -135,19 +149,54 @@ def _remove_stale_temps(out: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def _datasets(config: TrainConfig, train_pairs: list, val_pairs: list) -> tuple[Dataset, Dataset]:
+def _datasets(config: TrainConfig, train_sets: list["_LoadedSet"], val_pairs: list) -> tuple[Dataset, Dataset]:
     """Training samples and the fixed validation samples that the validation loss is computed on."""
+    train_pairs = [pair for s in train_sets for pair in s.train]
     if config.input_mode == "resize":
         return ResizedDataset(train_pairs, config), ResizedDataset(val_pairs, config)
-    train_data = CropDataset(train_pairs, config, config.samples_per_epoch or len(train_pairs))
-    val_crops = CropDataset(val_pairs, dataclasses.replace(config, augment=False), len(val_pairs))
+    # each image of a dataset is drawn with its dataset's weight, so a dataset's share of the samples is
+    # weight x its number of training images
+    probabilities = np.concatenate([np.full(len(s.train), s.weight) for s in train_sets])
+    diameters = [median_diameter(lab) for _, lab in train_pairs]
+    train_data = CropDataset(train_pairs, config, config.samples_per_epoch or len(train_pairs), probabilities, diameters)
+    val_config = dataclasses.replace(config, augment=False)
+    val_crops = CropDataset(val_pairs, val_config, len(val_pairs), diameters=[median_diameter(lab) for _, lab in val_pairs])
     return train_data, _ValCrops(val_crops, len(val_pairs))
+
+
+@dataclasses.dataclass
+class _LoadedSet:
+    """One training dataset, decoded and split."""
+
+    name: str
+    weight: float
+    train: list[tuple[np.ndarray, np.ndarray]]
+    val: list[tuple[np.ndarray, np.ndarray]]
+    record: dict
+
+
+def _load_sets(specs: list[DatasetSpec], config: TrainConfig, rank: int) -> list[_LoadedSet]:
+    sets = []
+    for spec in specs:
+        items = list_dataset(spec.path)
+        name = dataset_name(spec.path, items)
+        if any(s.name == name for s in sets):
+            raise NucleisegError(f"{spec.path}: dataset {name!r} given twice")
+        train_items, val_items = train_val_split(items, config.val_fraction, config.seed)
+        if rank == 0:
+            log.info("%s: %d training and %d validation images (weight %g)", name, len(train_items),
+                     len(val_items), spec.weight)
+        record = {"name": name, "path": str(spec.path), "weight": spec.weight, "train_images": len(train_items),
+                  "val_images": len(val_items), "sha256": content_fingerprint(items)}
+        sets.append(_LoadedSet(name, spec.weight, _load_pairs(train_items), _load_pairs(val_items), record))
+    return sets
 
 
 def _train_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, batches, config: TrainConfig,
                  device: torch.device, first_step: int, total_steps: int) -> tuple[float, int, float]:
     """One pass over ``batches``; returns (summed loss, samples seen, last learning rate)."""
     net.train()
+    rep = representation(config.targets)
     running, seen, lr = 0.0, 0, config.lr
     for i, (x, y) in enumerate(batches):
         lr = learning_rate(config, first_step + i, total_steps)
@@ -158,7 +207,7 @@ def _train_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, batches
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
             logits = net(x)
-        loss = segmentation_loss(logits.float(), y, config.loss)
+        loss = rep.loss(logits.float(), y, config.loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -169,10 +218,13 @@ def _train_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, batches
     return running, seen, lr
 
 
-def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, resume: bool = False,
+def train(data: str | Path | DatasetSpec | list, out_dir: str | Path, config: TrainConfig, resume: bool = False,
           max_epochs_this_run: int | None = None) -> Path:
-    """Train a model on a DSB- or plain-layout folder into ``out_dir``; returns ``out_dir``.
+    """Train a model on one or more DSB- or plain-layout folders into ``out_dir``; returns ``out_dir``.
 
+    ``data`` is a folder, a ``DatasetSpec`` (folder + sampling weight, also parsed from ``"DIR:WEIGHT"``) or a
+    list of them. Each dataset is split by its committed validation list (``splits/<name>_val.txt``) or at
+    random; the checkpoint kept is the one with the best mean validation DSB score over the datasets.
     ``out_dir`` ends up with model.safetensors (best validation DSB score), config.json, history.csv,
     loss_curve.png and checkpoint.safetensors (for ``resume``). Under torchrun the batches are split across
     ranks with DistributedDataParallel (gloo), each rank draws its share of every epoch's samples, and only
@@ -184,7 +236,9 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, resume
     owns_group = not (dist.is_available() and dist.is_initialized())
     rank, world = _distributed()
     try:
-        out = _train(data_dir, Path(out_dir), config, resume, max_epochs_this_run, rank, world)
+        specs = [d if isinstance(d, DatasetSpec) else DatasetSpec.parse(d)
+                 for d in (data if isinstance(data, (list, tuple)) else [data])]
+        out = _train(specs, Path(out_dir), config, resume, max_epochs_this_run, rank, world)
         if world > 1:
             # rank 0 validates and writes after the last step; tearing the group down while it still works
             # aborts the other ranks' gloo connections ("terminate called without an active exception")
@@ -195,7 +249,7 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, resume
             dist.destroy_process_group()
 
 
-def _train(data_dir: str | Path, out: Path, config: TrainConfig, resume: bool, max_epochs_this_run: int | None,
+def _train(specs: list[DatasetSpec], out: Path, config: TrainConfig, resume: bool, max_epochs_this_run: int | None,
            rank: int, world: int) -> Path:
     """``train`` for one rank of ``world``."""
     if resume:
@@ -210,13 +264,20 @@ def _train(data_dir: str | Path, out: Path, config: TrainConfig, resume: bool, m
     if rank == 0:
         _remove_stale_temps(out)
     torch.manual_seed(config.seed)
-    items = list_dataset(data_dir)
-    train_items, val_items = train_val_split(items, config.val_fraction, config.seed)
-    if rank == 0:
-        log.info("%d training and %d validation images", len(train_items), len(val_items))
-    train_pairs, val_pairs = _load_pairs(train_items), _load_pairs(val_items)
-    train_data, val_loss_data = _datasets(config, train_pairs, val_pairs)
+    sets = _load_sets(specs, config, rank)
+    if not resume:
+        config = dataclasses.replace(config, datasets=tuple(s.record for s in sets))
+    train_pairs = [pair for s in sets for pair in s.train]
+    val_pairs = [pair for s in sets for pair in s.val]
+    val_sets = {s.name: s.val for s in sets}
+    train_data, val_loss_data = _datasets(config, sets, val_pairs)
     model = UNet(config.model)
+    if config.init and not resume:
+        from .checkpoint import init_weights_from
+
+        init_weights_from(model, config.init)
+        if rank == 0:
+            log.info("starting from the weights of %s", config.init)
     opt_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
     optimizer = opt_cls(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     start_epoch, best = 0, -1.0
@@ -261,12 +322,16 @@ def _train(data_dir: str | Path, out: Path, config: TrainConfig, resume: bool, m
             _sync_buffers(model)
         if rank != 0:
             continue
-        metrics = validate(model, config, post, val_pairs, val_loss_data)
+        if (epoch + 1) % config.val_every and epoch + 1 != last_epoch:
+            continue
+        metrics = validate(model, config, post, val_sets, val_loss_data)
         row = {"epoch": epoch + 1, "train_loss": round(running / max(seen, 1), 6),
                "val_loss": round(metrics["val_loss"], 6), "val_dsb": round(metrics["val_dsb"], 5),
                "val_ap50": round(metrics["val_ap50"], 5), "lr": f"{lr:.3g}",
                "train_images_per_s": round(seen * world / train_seconds, 2),
                "seconds": round(time.perf_counter() - t0, 1)}
+        if len(val_sets) > 1:
+            row.update({k: round(v, 5) for k, v in metrics.items() if k.startswith("val_dsb_")})
         history.append(row)
         improved = metrics["val_dsb"] > best
         if improved:
@@ -277,9 +342,10 @@ def _train(data_dir: str | Path, out: Path, config: TrainConfig, resume: bool, m
         # the training state is written last: it marks the epoch done, so a run killed before it redoes the
         # epoch on --resume (history is cut back to the state's epoch) and never skips a history row
         save_training_state(out / STATE, model, optimizer, {"epoch": epoch + 1, "best": best})
-        log.info("epoch %d/%d  train loss %.4f  val loss %.4f  val DSB %.4f  AP@0.5 %.4f  %.1f img/s  %.0fs%s",
+        per_set = "".join(f"  {k[8:]} {v:.4f}" for k, v in row.items() if k.startswith("val_dsb_"))
+        log.info("epoch %d/%d  train loss %.4f  val loss %.4f  val DSB %.4f  AP@0.5 %.4f%s  %.1f img/s  %.0fs%s",
                  epoch + 1, config.epochs, row["train_loss"], row["val_loss"], row["val_dsb"], row["val_ap50"],
-                 row["train_images_per_s"], row["seconds"], "  (best)" if improved else "")
+                 per_set, row["train_images_per_s"], row["seconds"], "  (best)" if improved else "")
     dump = os.environ.get(DUMP_RANK_WEIGHTS)
     if dump:
         Path(dump).mkdir(parents=True, exist_ok=True)

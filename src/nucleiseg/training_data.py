@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .config import TrainConfig
-from .targets import make_target
+from .representations import representation
 from .transforms import (
     augment_intensity,
     dihedral,
@@ -36,18 +36,28 @@ class ResizedDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         x, fg = self.x[index % len(self.x)]
-        target = make_target(fg, self.config.targets)
+        target = representation(self.config.targets).make_target(fg)
         return torch.from_numpy(x.transpose(2, 0, 1).copy()), torch.from_numpy(target)
 
 
 class CropDataset(Dataset):
     """Random native-resolution crops with augmentation; sample ``i`` of epoch ``e`` is fully determined by
-    (seed, e, i), so runs are reproducible and a resumed run draws the same samples."""
+    (seed, e, i), so runs are reproducible and a resumed run draws the same samples.
 
-    def __init__(self, pairs: list[tuple[np.ndarray, np.ndarray]], config: TrainConfig, epoch_length: int) -> None:
+    ``probabilities`` gives each image's chance of being drawn (default: uniform), which is how datasets get
+    their sampling weights. ``diameters`` gives each image's median nucleus diameter: with the config's
+    ``canonical_diameter`` set, crops are rescaled so nuclei have that diameter (times the jitter).
+    """
+
+    def __init__(self, pairs: list[tuple[np.ndarray, np.ndarray]], config: TrainConfig, epoch_length: int,
+                 probabilities: np.ndarray | None = None, diameters: list[float] | None = None) -> None:
         self.pairs = [(normalize(im, config.normalization), lab) for im, lab in pairs]
         self.config = config
         self.epoch_length = epoch_length
+        self.cumulative = None if probabilities is None else np.cumsum(probabilities) / np.sum(probabilities)
+        canonical = config.canonical_diameter
+        self.base_scales = [d / canonical if canonical and d > 0 else 1.0 for d in (diameters or [0.0] * len(pairs))]
+        self.target = representation(config.targets).make_target
 
     def __len__(self) -> int:
         return 1 << 30  # indexed by epoch * epoch_length + i
@@ -55,14 +65,23 @@ class CropDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, i = divmod(index, self.epoch_length)
         rng = np.random.default_rng((self.config.seed, epoch, i))
-        image, labels = self.pairs[int(rng.integers(len(self.pairs)))]
-        scale = (0.7, 1.4) if self.config.augment else (1.0, 1.0)
+        if self.cumulative is None:
+            k = int(rng.integers(len(self.pairs)))
+        else:
+            k = min(int(np.searchsorted(self.cumulative, rng.random(), side="right")), len(self.pairs) - 1)
+        image, labels = self.pairs[k]
+        base = self.base_scales[k]
+        if self.config.canonical_diameter:
+            jitter = self.config.scale_jitter if self.config.augment else 1.0
+            scale = (base / jitter, base * jitter)  # the window holds nuclei of canonical size x jitter
+        else:
+            scale = (0.7, 1.4) if self.config.augment else (1.0, 1.0)  # the 0.1.0 recipe
         x, lab = random_crop(image, labels, self.config.input_size, rng, scale)
         if self.config.augment:
-            k = int(rng.integers(8))
-            x, lab = dihedral(x, k), dihedral(lab, k)
+            turn = int(rng.integers(8))
+            x, lab = dihedral(x, turn), dihedral(lab, turn)
             x = augment_intensity(np.ascontiguousarray(x), rng)
-        target = make_target(np.ascontiguousarray(lab), self.config.targets)
+        target = self.target(np.ascontiguousarray(lab))
         return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))), torch.from_numpy(target)
 
 
