@@ -46,6 +46,11 @@ class ModelConfig:
             raise NucleisegError("dropout rates must lie in [0, 1)")
         _check_choice("norm", self.norm, NORMS)
 
+    @property
+    def stride(self) -> int:
+        """Input sides must be multiples of this: the network halves the resolution once per level below the top."""
+        return 2 ** (len(self.widths) - 1)
+
 
 @dataclass(frozen=True)
 class PostprocessConfig:
@@ -112,7 +117,7 @@ class TrainConfig:
         _check_choice("loss", self.loss, LOSSES)
         if self.model.out_channels != expected:
             raise NucleisegError(f"targets {self.targets!r} need out_channels={expected}")
-        stride = 2 ** (len(self.model.widths) - 1)
+        stride = self.model.stride
         if self.input_size <= 0 or self.input_size % stride:
             raise NucleisegError(f"input_size must be a positive multiple of the network stride {stride}")
         if self.epochs < 1 or self.batch_size < 1:

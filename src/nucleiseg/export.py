@@ -23,7 +23,7 @@ def export_onnx(path: str | os.PathLike[str], model_dir: str | Path | None = Non
     """
     seg = load_model(model_dir)
     path = Path(path)
-    stride = 2 ** (len(seg.config.model.widths) - 1)
+    stride = seg.config.model.stride
     example = torch.zeros(1, seg.config.model.in_channels, 2 * stride, 2 * stride)
     axes = {0: "batch", 2: "height", 3: "width"}
     with warnings.catch_warnings(), atomic_path(path) as tmp:

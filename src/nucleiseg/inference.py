@@ -71,7 +71,7 @@ def predict_probabilities(model: nn.Module, image: np.ndarray, config: TrainConf
     """
     model.eval()
     h, w = image.shape[:2]
-    stride = 2 ** (len(config.model.widths) - 1)
+    stride = config.model.stride
     if config.input_mode == "resize":
         x = resize_image(normalize(image, config.normalization), (config.input_size, config.input_size))
         prob = _run_batch(model, x.transpose(2, 0, 1)[None].copy(), tta)[0]

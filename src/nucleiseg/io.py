@@ -9,6 +9,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .errors import InputError, NucleisegError
+from .transforms import as_rgb
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 
@@ -111,9 +112,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
                                "(3-D stacks are not supported: save each plane separately)")
     if image.shape[-1] == 2:  # grey + alpha
         image = image[..., :1]
-    image = image[..., :3]
-    if image.shape[-1] == 1:
-        image = np.repeat(image, 3, axis=-1)
+    image = as_rgb(image)
     if image.dtype == bool:
         image = image.astype(np.uint8) * 255
     if np.issubdtype(image.dtype, np.floating):

@@ -70,7 +70,7 @@ class UNet(nn.Module):
 
     @property
     def stride(self) -> int:
-        return 2 ** (len(self.config.widths) - 1)
+        return self.config.stride
 
     def _init_weights(self) -> None:
         for m in self.modules():

@@ -69,12 +69,9 @@ def _nearest(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 def comparison_png(image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """Side-by-side RGB array: left truth outlines (green) with missed nuclei red, right predicted outlines
     (yellow) with false positives magenta; scaled so the whole is at most MAX_PNG_WIDTH wide."""
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=-1)
-    image = image[..., :3]
-    if image.shape[-1] == 1:
-        image = np.repeat(image, 3, axis=-1)
+    from .transforms import as_rgb
+
+    image = as_rgb(image)
     missed, false_pos = error_masks(truth, pred)
     rgb = display_rgb(image)
     h, w = truth.shape

@@ -14,6 +14,7 @@ from .data import median_diameter
 from .inference import DEFAULT_OVERLAP, DEFAULT_TILE, predict_probabilities
 from .postprocess import probabilities_to_labels
 from .scale import labels_to_shape, resize_raw, sample_windows, scale_factor
+from .transforms import as_rgb
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +80,6 @@ class Segmenter:
 
     def with_options(self, **changes) -> "Segmenter":
         return replace(self, **changes)
-
-
-def as_rgb(image: np.ndarray) -> np.ndarray:
-    """(H, W), (H, W, 1) or (H, W, C>=3) image to (H, W, 3): grey repeated, extra channels dropped."""
-    if image.ndim == 2:
-        image = image[..., None]
-    if image.shape[-1] == 1:
-        image = np.repeat(image, 3, axis=-1)
-    return image[..., :3]
 
 
 def load_model(run_dir: str | Path | None = None, tta: bool | None = None) -> Segmenter:

@@ -6,6 +6,16 @@ import numpy as np
 from scipy import ndimage
 
 
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """(H, W), (H, W, 1) or (H, W, C>=3) image to (H, W, 3): grey repeated, extra channels dropped."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=-1)
+    return image[..., :3]
+
+
 def dtype_max(image: np.ndarray) -> float:
     if np.issubdtype(image.dtype, np.integer):
         return float(np.iinfo(image.dtype).max)
