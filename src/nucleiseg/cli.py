@@ -30,6 +30,18 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _diameter(text: str) -> str | float:
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a number of pixels, got {text!r}") from None
+    if not 2.0 <= value <= 1000.0:
+        raise argparse.ArgumentTypeError(f"a nucleus diameter must lie in [2, 1000] px, got {value}")
+    return value
+
+
 def _shard(text: str) -> tuple[int, int]:
     try:
         k, n = (int(p) for p in text.split("/"))
@@ -67,7 +79,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     shard = args.shard
     summary = predict(args.inputs, args.output, model_dir=args.model, tta=args.tta, rle=args.rle,
                       overlay=args.overlay, measure=args.measure, shard=shard, backend=args.backend,
-                      tile=args.tile)
+                      tile=args.tile, diameter=args.diameter)
     return 1 if summary.failed else 0
 
 
@@ -138,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", type=_shard, help="process only shard K of N of the inputs (K/N)")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
     p.add_argument("--tile", type=_positive_int, default=1024, help="tile size for large images (pixels)")
+    p.add_argument("--diameter", type=_diameter, default="auto",
+                   help="nucleus diameter in pixels, or auto (default) to estimate it per image; images are "
+                        "rescaled so nuclei have the model's canonical size, labels come back at full size")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="score predicted label images against the truth (DSB2018 metric)")

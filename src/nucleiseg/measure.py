@@ -12,11 +12,15 @@ from skimage.measure import regionprops_table
 from .atomic import write_text_atomic
 
 COLUMNS = ("label", "area", "centroid_y", "centroid_x", "bbox_min_row", "bbox_min_col", "bbox_max_row",
-           "bbox_max_col", "eccentricity", "solidity", "mean_intensity")
+           "bbox_max_col", "eccentricity", "solidity", "mean_intensity", "image_nucleus_diameter")
 
 
-def measure(labels: np.ndarray, image: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Columns of per-nucleus measurements; mean intensity is over the image's channels (NaN without image)."""
+def measure(labels: np.ndarray, image: np.ndarray | None = None, diameter: float = float("nan")) -> dict[str, np.ndarray]:
+    """Columns of per-nucleus measurements; mean intensity is over the image's channels (NaN without image).
+
+    ``diameter`` is the image's nucleus diameter (px) that prediction scaled the image by (estimated with
+    ``--diameter auto``), repeated on every row; NaN when unknown.
+    """
     props = ["label", "area", "centroid", "bbox", "eccentricity", "solidity"]
     intensity = None
     if image is not None:
@@ -31,6 +35,7 @@ def measure(labels: np.ndarray, image: np.ndarray | None = None) -> dict[str, np
         "bbox_max_row": table["bbox-2"].astype(np.int64), "bbox_max_col": table["bbox-3"].astype(np.int64),
         "eccentricity": table["eccentricity"], "solidity": table["solidity"],
         "mean_intensity": table.get("intensity_mean", np.full(n, np.nan)),
+        "image_nucleus_diameter": np.full(n, diameter, np.float64),
     }
 
 

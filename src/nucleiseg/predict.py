@@ -41,7 +41,8 @@ def select_shard(items: list[Item], shard: tuple[int, int] | None) -> list[Item]
     return [it for it in items if shard_of(it.image_id, n) == k]
 
 
-def _write_outputs(item: Item, image: np.ndarray, labels: np.ndarray, out: Path, overlay: bool, measure: bool) -> Path:
+def _write_outputs(item: Item, image: np.ndarray, labels: np.ndarray, out: Path, overlay: bool, measure: bool,
+                   diameter: float = float("nan")) -> Path:
     path = out / f"{item.image_id}.tif"
     write_labels(path, labels)
     if overlay:
@@ -52,14 +53,18 @@ def _write_outputs(item: Item, image: np.ndarray, labels: np.ndarray, out: Path,
         from .measure import measure as measure_labels
         from .measure import write_measurements
 
-        write_measurements(out / f"{item.image_id}_nuclei.csv", measure_labels(labels, image))
+        write_measurements(out / f"{item.image_id}_nuclei.csv", measure_labels(labels, image, diameter))
     return path
 
 
 def predict(inputs: list[str | os.PathLike[str]], out_dir: str | os.PathLike[str], model_dir: str | Path | None = None,
             tta: bool | None = None, rle: str | Path | None = None, overlay: bool = False, measure: bool = False,
-            shard: tuple[int, int] | None = None, backend: str = "torch", tile: int = 1024) -> PredictSummary:
+            shard: tuple[int, int] | None = None, backend: str = "torch", tile: int = 1024,
+            diameter: str | float | None = "auto") -> PredictSummary:
     """Segment every input image into ``out_dir/<name>.tif``; bad files are reported, the rest still finish.
+
+    ``diameter``: ``"auto"`` estimates each image's nucleus diameter and rescales it to the model's canonical
+    size, a number gives the diameter in pixels (see ``Segmenter``).
 
     Images are read one ahead in a background thread so decoding overlaps the network.
     """
@@ -71,7 +76,7 @@ def predict(inputs: list[str | os.PathLike[str]], out_dir: str | os.PathLike[str
     out = ensure_output_dir(out_dir)
     if rle is not None:
         ensure_output_dir(Path(rle).parent)  # fail now, not after the whole batch
-    seg = load_model(model_dir, tta=tta).with_options(tile=tile)
+    seg = load_model(model_dir, tta=tta).with_options(tile=tile, diameter=diameter)
     if backend == "onnx":
         from .export import onnx_segmenter
 
@@ -93,8 +98,12 @@ def predict(inputs: list[str | os.PathLike[str]], out_dir: str | os.PathLike[str
                 image = current.result()
                 if isinstance(image, NucleisegError):
                     raise image
-                labels = seg.segment(image)
-                summary.written.append(_write_outputs(item, image, labels, out, overlay, measure))
+                labels, used = seg.segment_with_diameter(image)
+                if used:
+                    log.info("%s: nucleus diameter %.1f px%s, %d nuclei", item.image_id, used,
+                             " (estimated)" if diameter == "auto" else "", int(labels.max()))
+                summary.written.append(_write_outputs(item, image, labels, out, overlay, measure,
+                                                      used or float("nan")))
                 if rle is not None:
                     from .rle import labels_to_rle
 
