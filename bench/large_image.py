@@ -25,7 +25,8 @@ SAMPLE = Path(__file__).resolve().parents[1] / "src" / "nucleiseg" / "sample"
 
 
 def mosaic(size: int) -> np.ndarray:
-    """A size x size RGB uint8 image tiled from the sample's fluorescence images (mirrored to avoid seams)."""
+    """A size x size RGB uint8 image tiled from 256 x 256 crops of the sample's fluorescence images, placed
+    side by side as they are (not mirrored: the crops meet at visible seams), cut at the right and bottom."""
     tiles = [read_image(it.image) for it in list_dataset(SAMPLE)]
     tiles = [t[:256, :256] for t in tiles if image_kind(t) == "fluorescence" and t.dtype == np.uint8]
     out = np.empty((size, size, 3), np.uint8)

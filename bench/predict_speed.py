@@ -1,7 +1,8 @@
 """Prediction speed on fixed images: end to end and per stage, against a plain reference in the same run.
 
 Run: python bench/predict_speed.py [--model RUN_DIR] [--repeats 3] [--images DIR]
-- optimised: nucleiseg.predict (inference mode, channels-last, batched tiles, read-ahead thread).
+- optimised: nucleiseg.predict with the torch backend (inference mode, channels-last, batched tiles,
+  images pipelined in threads); the whole-process comparison with 0.1.0 is bench/predict_end_to_end.py.
 - reference: one image at a time, eager PyTorch under no_grad, NCHW fp32, no read-ahead, same model
   and post-processing.
 - ceiling: the FLOP rate of one large 3x3 convolution (64 -> 64 channels, 1024x1024) on this CPU;
@@ -57,7 +58,7 @@ def stages(seg, paths: list[Path], out: Path) -> dict[str, float]:
     from nucleiseg.inference import _pad_to, _run_batch
 
     t = {"read": 0.0, "normalise": 0.0, "network": 0.0, "postprocess": 0.0, "write": 0.0}
-    stride = seg.model.stride
+    stride = seg.config.model.stride
     for p in paths:
         t0 = time.perf_counter()
         image = read_image(p)
@@ -83,8 +84,8 @@ def reference(seg, paths: list[Path], out: Path) -> None:
     """Plain loop: eager PyTorch, NCHW fp32 model copy, no batching, no read-ahead."""
     import copy
 
-    model = copy.deepcopy(seg.model).to(memory_format=torch.contiguous_format)
-    stride = seg.model.stride
+    model = copy.deepcopy(seg.model.model).to(memory_format=torch.contiguous_format)
+    stride = seg.config.model.stride
     for p in paths:
         image = read_image(p)
         h, w = image.shape[:2]
@@ -111,10 +112,11 @@ def network_seconds(model, inputs: list[np.ndarray], repeats: int) -> float:
 
 def onnx_vs_torch(seg, model_dir: Path | None, paths: list[Path], repeats: int) -> tuple[float, float]:
     """(torch seconds, onnxruntime seconds) for the network stage on the same inputs."""
-    from nucleiseg.export import OnnxModule, export_onnx
+    from nucleiseg.export import export_onnx
+    from nucleiseg.runners import OnnxRunner
     from nucleiseg.inference import _pad_to
 
-    stride = seg.model.stride
+    stride = seg.config.model.stride
     inputs = []
     for p in paths:
         image = read_image(p)
@@ -123,7 +125,7 @@ def onnx_vs_torch(seg, model_dir: Path | None, paths: list[Path], repeats: int) 
         inputs.append(np.ascontiguousarray(x.transpose(2, 0, 1)[None]))
     with tempfile.TemporaryDirectory() as tmp:
         export_onnx(Path(tmp) / "m.onnx", model_dir)
-        onnx = OnnxModule(Path(tmp) / "m.onnx")
+        onnx = OnnxRunner(Path(tmp) / "m.onnx", device="cpu")
         return network_seconds(seg.model, inputs, repeats), network_seconds(onnx, inputs, repeats)
 
 
@@ -133,7 +135,7 @@ def main() -> None:
     parser.add_argument("--images", type=Path, default=SAMPLE)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    seg = load_model(args.model, tta=False)
+    seg = load_model(args.model, tta=False, backend="torch")  # the torch path; onnx below
     paths = [it.image for it in list_inputs([args.images])]
     mpix = sum(np.prod(read_image(p).shape[:2]) for p in paths) / 1e6
     print(f"{len(paths)} images, {mpix:.2f} MP, torch {torch.__version__}, {torch.get_num_threads()} threads, "
@@ -142,10 +144,10 @@ def main() -> None:
     per_stage: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         reference(seg, paths[:1], Path(tmp))  # warm-up: one-off kernel selection per shape
-        predict([args.images], Path(tmp) / "warm", model_dir=args.model, tta=False)
+        predict([args.images], Path(tmp) / "warm", model_dir=args.model, tta=False, backend="torch")
         for _ in range(args.repeats):
             t = time.perf_counter()
-            predict([args.images], Path(tmp) / "opt", model_dir=args.model, tta=False)
+            predict([args.images], Path(tmp) / "opt", model_dir=args.model, tta=False, backend="torch")
             runs["optimised"].append(time.perf_counter() - t)
             t = time.perf_counter()
             reference(seg, paths, Path(tmp))
@@ -159,8 +161,9 @@ def main() -> None:
     for k, s in stage_med.items():
         print(f"  stage {k:12} {s:.3f} s  {mpix / s:8.2f} MP/s")
     ceiling = conv_ceiling_gflops()
-    flops_all = sum(network_flops(seg.model, -(-read_image(p).shape[0] // seg.model.stride) * seg.model.stride,
-                                  -(-read_image(p).shape[1] // seg.model.stride) * seg.model.stride) for p in paths)
+    stride = seg.config.model.stride
+    flops_all = sum(network_flops(seg.model.model, -(-read_image(p).shape[0] // stride) * stride,
+                                  -(-read_image(p).shape[1] // stride) * stride) for p in paths)
     rate = flops_all / stage_med["network"] / 1e9
     print(f"network: {flops_all / 1e9:.1f} GFLOP at {rate:.1f} GFLOP/s; 3x3 conv ceiling {ceiling:.1f} GFLOP/s "
           f"-> {100 * rate / ceiling:.0f} % of ceiling")

@@ -40,3 +40,14 @@ def test_tune_writes_thresholds_that_predict_loads(synthetic_dsb, tmp_path, monk
 def test_unknown_api_name():
     with pytest.raises(AttributeError):
         nucleiseg.does_not_exist
+
+
+def test_api_functions_named_like_their_modules_survive_importing_the_modules():
+    import importlib
+
+    import nucleiseg
+
+    for name in ("measure", "predict", "train", "evaluate", "tune"):
+        importlib.import_module(f"nucleiseg.{name}")
+        assert callable(getattr(nucleiseg, name)), name
+    assert nucleiseg.measure is importlib.import_module("nucleiseg.measure").measure

@@ -12,13 +12,12 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
-from conftest import disc_labels, write_dsb_folder
+from conftest import disc_labels, run_cli, write_dsb_folder
 from PIL import Image
 
 import nucleiseg.io
@@ -32,8 +31,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "NUCLEISEG_WORKERS": "0"}
 
 
 def cli(*args: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nucleiseg", *map(str, args)], capture_output=True, text=True,
-                          env=ENV, timeout=300)
+    return run_cli(*args, env=ENV, timeout=300)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str, status: int = 1) -> None:
@@ -49,22 +47,8 @@ def no_temp_files(folder: Path) -> bool:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny model trained for one short epoch on three synthetic images."""
-    from nucleiseg.train import train
-
-    base = tmp_path_factory.mktemp("bad_inputs")
-    rng = np.random.default_rng(0)
-    for n in range(3):
-        discs = [(rng.uniform(10, 54), rng.uniform(10, 54), rng.uniform(4, 8)) for _ in range(4)]
-        labels = disc_labels((64, 64), discs)
-        image = np.where(labels > 0, 200, 20).astype(np.uint8)
-        write_dsb_folder(base / "dsb", f"img{n}", np.stack([image] * 3, -1), labels)
-    config = dataclasses.replace(preset("tiny"), epochs=1, samples_per_epoch=4, batch_size=2, val_fraction=0.34)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("NUCLEISEG_WORKERS", "0")
-        mp.setenv("NUCLEISEG_CACHE", str(base / "cache"))
-        return train(base / "dsb", base / "run", config)
+def run_dir(trained_tiny_run: Path) -> Path:
+    return trained_tiny_run
 
 
 @pytest.fixture(scope="module")
@@ -422,14 +406,14 @@ def test_unexpected_error_on_one_image_does_not_stop_the_batch(tmp_path, run_dir
 
     good_png(tmp_path / "a.png")
     good_png(tmp_path / "b.png", (30, 30))
-    real = Segmenter.segment
+    real = Segmenter.segment_with_diameter
 
     def flaky(self, image):
         if image.shape[0] == 30:
             raise RuntimeError("boom")
         return real(self, image)
 
-    monkeypatch.setattr(Segmenter, "segment", flaky)
+    monkeypatch.setattr(Segmenter, "segment_with_diameter", flaky)
     summary = predict([tmp_path / "a.png", tmp_path / "b.png"], tmp_path / "out", model_dir=run_dir)
     assert summary.written == [tmp_path / "out" / "a.tif"]
     assert summary.failed == [(tmp_path / "b.png", f"{tmp_path / 'b.png'}: failed (RuntimeError: boom)")]

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import tifffile
@@ -68,20 +70,43 @@ def test_dsb_folder_without_masks_is_an_error(tmp_path):
     assert len(list_inputs([tmp_path])) == 1  # prediction needs no masks
 
 
-def test_cache_is_invalidated_when_a_mask_changes(synthetic_dsb, tmp_path):
+def test_cache_hit_and_miss_return_the_same_arrays(synthetic_dsb, tmp_path):
+    item = list_dataset(synthetic_dsb)[0]
+    miss = load_item_cached(item, tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
+    hit = load_item_cached(item, tmp_path / "cache")
+    for a, b, c in zip(miss, hit, load_item(item)):
+        assert a.dtype == b.dtype == c.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+    assert hit[1].dtype == np.int32
+
+
+def test_cache_is_invalidated_by_a_same_size_edit_with_the_old_mtime(synthetic_dsb, tmp_path):
     item = list_dataset(synthetic_dsb)[0]
     _, first = load_item_cached(item, tmp_path / "cache")
-    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
-    _, again = load_item_cached(item, tmp_path / "cache")
-    np.testing.assert_array_equal(first, again)
     mask = item.masks[0]
-    Image.fromarray(np.zeros((64, 64), np.uint8)).save(mask)  # erase one nucleus
-    import os
-    os.utime(mask, ns=(1, 1))
-    item = list_dataset(synthetic_dsb)[0]
+    before = mask.stat()
+    old = np.asarray(Image.open(mask)).copy()
+    Image.fromarray(np.zeros_like(old)).save(mask)  # erase one nucleus
+    blob = mask.read_bytes()
+    mask.write_bytes(blob + b"\0" * (before.st_size - len(blob)))  # same size (PNG ignores trailing bytes)
+    os.utime(mask, ns=(before.st_atime_ns, before.st_mtime_ns))  # and the old modification time
+    assert mask.stat().st_size == before.st_size and mask.stat().st_mtime_ns == before.st_mtime_ns
     _, changed = load_item_cached(item, tmp_path / "cache")
-    assert changed.max() == first.max() and (changed > 0).sum() < (first > 0).sum()
+    assert (changed > 0).sum() < (first > 0).sum()
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 1  # stale entry replaced
+
+
+def test_cache_is_invalidated_by_a_new_cache_version(synthetic_dsb, tmp_path, monkeypatch):
+    import nucleiseg.data as data
+
+    item = list_dataset(synthetic_dsb)[0]
+    load_item_cached(item, tmp_path / "cache")
+    (entry,) = (tmp_path / "cache").glob("*.npz")
+    monkeypatch.setattr(data, "CACHE_VERSION", data.CACHE_VERSION + 1)
+    load_item_cached(item, tmp_path / "cache")
+    (new,) = (tmp_path / "cache").glob("*.npz")
+    assert new != entry
 
 
 def test_image_kinds_of_bundled_sample():

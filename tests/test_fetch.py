@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from conftest import run_cli
 from PIL import Image
 
 from nucleiseg import fetch
@@ -118,6 +119,7 @@ class _State:
         self.requests: list[tuple[str, str | None]] = []  # (file name, Range header)
         self.cut: dict[str, int] = {}  # file name -> bytes to send before dropping, once
         self.honour_range = True
+        self.send_length = True  # False: no Content-Length (the body ends when the connection closes)
         self.lock = threading.Lock()
 
 
@@ -148,7 +150,8 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
             else:
                 self.send_response(200)
             body = data[start:]
-            self.send_header("Content-Length", str(len(body)))
+            if state.send_length:
+                self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             if cut is not None:
                 body = body[:cut]
@@ -367,13 +370,9 @@ def test_complete_part_with_unknown_size_accepts_416(server: Server, tmp_path: P
 
 def test_cli_fetch_then_evaluate_scores_the_decoded_solution(server: Server, tmp_path: Path) -> None:
     """`nucleiseg fetch` through the CLI, then the decoded stage-1 test labels score 1.0 against themselves."""
-    import subprocess
-    import sys
-
     dest = tmp_path / "dsb"
     fetch_dsb2018(dest, server.url, files=server.data.manifest())  # warm: the CLI call below must be a no-op
-    proc = subprocess.run([sys.executable, "-m", "nucleiseg", "fetch", "dsb2018", "--dest", str(dest),
-                           "--base-url", server.url], capture_output=True, text=True, timeout=120)
+    proc = run_cli("fetch", "dsb2018", "--dest", dest, "--base-url", server.url, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "DSB2018 data in" in proc.stdout
     labels = dest / "stage1_test_labels"
@@ -387,3 +386,37 @@ def test_cli_fetch_then_evaluate_scores_the_decoded_solution(server: Server, tmp
 
     summary = evaluate(labels, truth, out_dir=tmp_path / "scores", quiet=True)
     assert summary["overall"]["dsb"] == 1.0 and summary["overall"]["n_images"] == len(list(labels.glob("*.tif")))
+
+
+def test_download_without_length_is_refused_unless_no_verify(server: Server, tmp_path: Path) -> None:
+    dest = tmp_path / "dsb"
+    name = "stage1_train.zip"
+    server.state.send_length = False
+    with pytest.raises(NucleisegError, match=rf"{name}: the server sends no Content-Length.*--no-verify"):
+        fetch_dsb2018(dest, server.url, parts=["stage1_train"])
+    assert not (dest / "downloads" / name).exists()
+    assert not (dest / "downloads" / f"{name}.part").exists()  # refused before any byte was written
+    fetch_dsb2018(dest, server.url, parts=["stage1_train"], verify=False)
+    assert (dest / "downloads" / name).read_bytes() == (server.data.folder / name).read_bytes()
+
+
+def test_recorded_size_makes_content_length_unnecessary(server: Server, tmp_path: Path) -> None:
+    name = "stage1_train.zip"
+    server.state.send_length = False
+    size, _ = server.data.manifest()[name]
+    fetch_dsb2018(tmp_path / "dsb", server.url, parts=["stage1_train"], files={name: (size, None)})
+    assert (tmp_path / "dsb" / "stage1_train" / ".complete").exists()
+
+
+def test_cli_fetches_only_the_parts_asked_for(server: Server, tmp_path: Path) -> None:
+    """A mirror holding only the stage 1 test files: --parts stage1_test fetches just those."""
+    for name in ("stage1_train.zip", "stage2_test_final.zip", "stage2_solution_final.csv"):
+        (server.data.folder / name).unlink()
+    dest = tmp_path / "dsb"
+    proc = run_cli("fetch", "dsb2018", "--dest", dest, "--base-url", server.url, "--parts", "stage1_test")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(name for name, _ in server.state.requests) == ["stage1_solution.csv", "stage1_test.zip"]
+    assert (dest / "stage1_test" / ".complete").exists() and not (dest / "stage1_train").exists()
+    assert "sha256" in proc.stderr  # the computed digests are logged, to be recorded later
+    proc = run_cli("fetch", "dsb2018", "--dest", dest, "--base-url", server.url, "--parts", "stage1_test,stage3")
+    assert proc.returncode == 1 and "unknown DSB2018 part(s) stage3" in proc.stderr and "Traceback" not in proc.stderr

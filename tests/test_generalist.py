@@ -174,3 +174,30 @@ def test_init_copies_the_shared_head_channels():
     n = bundled.out_channels
     assert torch.equal(model.head.weight[:n], state["head.weight"])
     assert torch.equal(model.down[0].block[0].weight, state["down.0.block.0.weight"])
+
+
+def test_validation_feeds_batches_to_the_models_device(monkeypatch):
+    """A GPU run crashed at its first validation: CPU batches went to a model on the GPU. Here the model
+    sits on the meta device (no data, any op works), so a CPU batch raises the same device error."""
+    import torch
+
+    import importlib
+
+    train_module = importlib.import_module("nucleiseg.train")
+    from nucleiseg.model import UNet
+    from nucleiseg.training_data import CropDataset
+
+    config = dataclasses.replace(preset("tiny"), augment=False)
+    pairs = [(np.zeros((64, 64, 3), np.uint8), disc_labels((64, 64), [(32, 32, 8)]))]
+    data = CropDataset(pairs, config, 2)
+    model = UNet(config.model).to("meta")
+    seen = []
+
+    class Recorder:
+        def loss(self, logits, target, kind):
+            seen.append((logits.device.type, target.device.type))
+            return torch.tensor(0.5)
+
+    monkeypatch.setattr(train_module, "representation", lambda name: Recorder())
+    assert train_module.validation_loss(model, config, [data[0], data[1]]) == pytest.approx(0.5)
+    assert seen == [("meta", "meta")]

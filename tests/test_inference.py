@@ -8,6 +8,7 @@ from nucleiseg.inference import predict_probabilities
 from nucleiseg.metrics import dsb_score
 from nucleiseg.model import UNet
 from nucleiseg.postprocess import probabilities_to_labels
+from nucleiseg.runners import TorchRunner
 
 
 class BlurNet(torch.nn.Module):
@@ -30,8 +31,8 @@ def disc_image():
 def test_tiled_and_untiled_prediction_give_the_same_instances(disc_image):
     image, truth = disc_image
     config = preset("release-0.1.0")
-    whole = predict_probabilities(BlurNet(), image, config, tile=1024)
-    tiled = predict_probabilities(BlurNet(), image, config, tile=128, overlap=32)
+    whole = predict_probabilities(TorchRunner(BlurNet()), image, config, tile=1024)
+    tiled = predict_probabilities(TorchRunner(BlurNet()), image, config, tile=128, overlap=32)
     np.testing.assert_allclose(whole, tiled, atol=5e-3)  # tile edges see padding, with tiny blend weight
     post = PostprocessConfig()
     a, b = probabilities_to_labels(whole, post), probabilities_to_labels(tiled, post)
@@ -43,8 +44,8 @@ def test_real_network_tiles_agree_closely(disc_image):
     config = preset("tiny")
     torch.manual_seed(0)
     model = UNet(config.model).eval()
-    whole = predict_probabilities(model, image, config, tile=1024)
-    tiled = predict_probabilities(model, image, config, tile=128, overlap=48)
+    whole = predict_probabilities(TorchRunner(model), image, config, tile=1024)
+    tiled = predict_probabilities(TorchRunner(model), image, config, tile=128, overlap=48)
     assert whole.shape == tiled.shape == (2, 300, 380)
     assert np.abs(whole - tiled).mean() < 0.01
 
@@ -52,8 +53,8 @@ def test_real_network_tiles_agree_closely(disc_image):
 def test_tta_is_exact_for_a_symmetric_network(disc_image):
     image, _ = disc_image
     config = preset("release-0.1.0")
-    plain = predict_probabilities(BlurNet(), image, config)
-    tta = predict_probabilities(BlurNet(), image, config, tta=True)
+    plain = predict_probabilities(TorchRunner(BlurNet()), image, config)
+    tta = predict_probabilities(TorchRunner(BlurNet()), image, config, tta=True)
     np.testing.assert_allclose(plain, tta, atol=1e-5)
 
 
@@ -61,12 +62,12 @@ def test_tta_is_exact_for_a_symmetric_network(disc_image):
 def test_tiny_images_are_padded_and_cropped_back(shape):
     config = preset("tiny")
     model = UNet(config.model).eval()
-    prob = predict_probabilities(model, np.zeros((*shape, 3), np.uint8), config)
+    prob = predict_probabilities(TorchRunner(model), np.zeros((*shape, 3), np.uint8), config)
     assert prob.shape == (2, *shape)
 
 
 def test_resize_models_return_the_input_shape():
     config = preset("seed")
     model = UNet(config.model).eval()
-    prob = predict_probabilities(model, np.zeros((200, 150, 3), np.uint8), config)
+    prob = predict_probabilities(TorchRunner(model), np.zeros((200, 150, 3), np.uint8), config)
     assert prob.shape == (1, 200, 150)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from conftest import disc_labels, write_dsb_folder
+from conftest import run_cli, synthetic_image, write_dsb_folder
 from PIL import Image
 
 from nucleiseg.config import preset
@@ -27,18 +27,8 @@ from nucleiseg.predict import predict, select_shard, shard_of
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "NUCLEISEG_WORKERS": "0"}
 
 
-def cli(*args: object, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nucleiseg", *map(str, args)], capture_output=True, text=True,
-                          env=ENV, timeout=timeout)
-
-
-def synthetic_image(rng: np.random.Generator, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """An RGB image of bright noisy discs on a dark background, and its labels."""
-    h, w = shape
-    discs = [(rng.uniform(8, h - 8), rng.uniform(8, w - 8), rng.uniform(4, 8)) for _ in range(4)]
-    labels = disc_labels(shape, discs)
-    image = np.where(labels > 0, 200, 20) + rng.normal(0, 8, shape)
-    return np.stack([np.clip(image, 0, 255).astype(np.uint8)] * 3, -1), labels
+def cli(*args: object) -> subprocess.CompletedProcess:
+    return run_cli(*args, env=ENV, timeout=300)
 
 
 def write_dsb(root: Path, n: int, seed: int = 0) -> Path:
@@ -88,14 +78,14 @@ def read_tifs(folder: Path) -> dict[str, np.ndarray]:
 # --- ONNX ---------------------------------------------------------------------------------------------
 
 def test_onnx_matches_torch(run_dir, base):
-    from nucleiseg.export import OnnxModule, export_onnx, onnx_segmenter
+    from nucleiseg.runners import OnnxRunner, TorchRunner
     from nucleiseg.segmenter import load_model
 
-    path = export_onnx(base / "model.onnx", run_dir)
-    assert path.exists() and not [p for p in base.iterdir() if p.name.startswith(".model")]
-    seg = load_model(run_dir, tta=False)
-    onnx_seg = onnx_segmenter(seg, path)
-    assert isinstance(onnx_seg.model, OnnxModule) and seg.model is not onnx_seg.model
+    seg = load_model(run_dir, tta=False, backend="torch")
+    onnx_seg = load_model(run_dir, tta=False)  # exports run_dir/model.onnx once
+    assert (run_dir / "model.onnx").is_file() and not [p for p in run_dir.iterdir() if p.name.startswith(".model")]
+    assert isinstance(onnx_seg.model, OnnxRunner) and isinstance(seg.model, TorchRunner)
+    assert onnx_seg.model.device == seg.model.device == "cpu"
     rng = np.random.default_rng(2)
     shapes = [(64, 64), (48, 80), (37, 53), (64, 96)]  # non-square, and not multiples of the stride
     found = 0
@@ -122,9 +112,9 @@ def test_onnx_cli_export_and_predict(run_dir, images, base):
     assert proc.returncode == 0, proc.stderr
     assert onnx.stat().st_size > 0
     picks = [images / "cells0.png", images / "cells1.png"]
-    proc = cli("predict", *picks, "-o", out / "torch", "--model", run_dir)
+    proc = cli("predict", *picks, "-o", out / "torch", "--model", run_dir, "--backend", "torch")
     assert proc.returncode == 0, proc.stderr
-    proc = cli("predict", *picks, "-o", out / "onnx", "--model", run_dir, "--backend", "onnx")
+    proc = cli("predict", *picks, "-o", out / "onnx", "--model", run_dir, "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     a, b = read_tifs(out / "torch"), read_tifs(out / "onnx")
     assert sorted(a) == sorted(b) == ["cells0.tif", "cells1.tif"]
@@ -186,14 +176,43 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Runs `nucleiseg train` like `python -m nucleiseg`, then saves this rank's final network weights: a
+# recording subclass of UNet catches the network train() builds.
+RANK_DUMP_SCRIPT = """
+import os, sys
+from pathlib import Path
+import importlib
+
+train_module = importlib.import_module("nucleiseg.train")
+from nucleiseg.checkpoint import save_weights
+from nucleiseg.cli import main
+
+built = []
+
+class RecordedUNet(train_module.UNet):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        built.append(self)
+
+train_module.UNet = RecordedUNet
+code = main(sys.argv[2:])
+assert len(built) == 1, len(built)
+save_weights(built[0], Path(sys.argv[1]) / f"rank{os.environ['RANK']}.safetensors")
+sys.exit(code)
+"""
+
+
 def test_torchrun_ddp_training(tmp_path):
     from safetensors.torch import load_file
 
     data = write_dsb(tmp_path / "dsb", 6)
     out, dump = tmp_path / "run", tmp_path / "ranks"
-    env = {**ENV, "NUCLEISEG_DUMP_RANK_WEIGHTS": str(dump), "NUCLEISEG_CACHE": str(tmp_path / "cache")}
+    dump.mkdir()
+    script = tmp_path / "train_and_dump.py"
+    script.write_text(RANK_DUMP_SCRIPT)
+    env = {**ENV, "NUCLEISEG_CACHE": str(tmp_path / "cache")}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-           "-m", "nucleiseg", "train", "--data", data, "--out", out, "--preset", "tiny", "--epochs", "2",
+           script, dump, "train", "--data", data, "--out", out, "--preset", "tiny", "--epochs", "2",
            "--samples-per-epoch", "8", "--val-fraction", "0.34"]
     proc = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, env=env, timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -203,11 +222,12 @@ def test_torchrun_ddp_training(tmp_path):
                                                      "loss_curve.png", "model.safetensors"]
     rows = (out / "history.csv").read_text().splitlines()
     assert len(rows) == 3 and rows[1].startswith("1,") and rows[2].startswith("2,")  # each epoch logged once
+    # the ranks end with the same weights (batch-norm statistics included)
     r0, r1 = load_file(str(dump / "rank0.safetensors")), load_file(str(dump / "rank1.safetensors"))
     assert r0.keys() == r1.keys() and r0
     for k in r0:
         torch.testing.assert_close(r0[k], r1[k], rtol=0, atol=0, msg=k)
-    # the saved training state holds exactly the ranks' final weights (batch-norm statistics included)
+    # the saved training state holds exactly the ranks' final weights
     state = load_file(str(out / "checkpoint.safetensors"))
     for k in r0:
         torch.testing.assert_close(state[f"model.{k}"], r0[k], rtol=0, atol=0, msg=k)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from nucleiseg.checkpoint import load_model
+from nucleiseg.checkpoint import load_network
 from nucleiseg.config import preset
 from nucleiseg.errors import NucleisegError
 from nucleiseg.train import learning_rate, train
@@ -26,7 +26,7 @@ def test_training_smoke_writes_a_rebuildable_run(synthetic_dsb, tmp_path, monkey
     rows = list(csv.DictReader(open(out / "history.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert {"train_loss", "val_loss", "val_dsb"} <= set(rows[0])
-    model, config, _ = load_model(out)
+    model, config, _ = load_network(out)
     assert config == dataclasses.replace(_tiny(val_fraction=0.34), datasets=config.datasets)
     (record,) = config.datasets
     assert record["name"] == "dsb" and record["train_images"] + record["val_images"] == 6
@@ -40,8 +40,8 @@ def test_training_is_reproducible_and_resume_matches(synthetic_dsb, tmp_path, mo
     full = train(synthetic_dsb, tmp_path / "full", config)
     part = train(synthetic_dsb, tmp_path / "part", config, max_epochs_this_run=1)  # as if killed after epoch 1
     train(synthetic_dsb, part, config, resume=True)
-    a = load_model(full)[0].state_dict()
-    b = load_model(part)[0].state_dict()
+    a = load_network(full)[0].state_dict()
+    b = load_network(part)[0].state_dict()
     from safetensors.torch import load_file
 
     la = load_file(str(full / "checkpoint.safetensors"))
@@ -74,5 +74,5 @@ def test_schedules():
 def test_torch_compile_option_trains(synthetic_dsb, tmp_path, monkeypatch):
     monkeypatch.setenv("NUCLEISEG_WORKERS", "0")
     out = train(synthetic_dsb, tmp_path / "run", _tiny(val_fraction=0.34, epochs=1, compile=True))
-    model, config, _ = load_model(out)
+    model, config, _ = load_network(out)
     assert config.compile and (out / "model.safetensors").exists()

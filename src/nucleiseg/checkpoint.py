@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, TypeVar
 
 from .atomic import atomic_path
 from .config import PostprocessConfig, TrainConfig, load_config, load_postprocess
 from .errors import NucleisegError
 
+if TYPE_CHECKING:  # torch is only needed for the weights; configs and thresholds load without it
+    import torch
+    from torch import nn
+
 WEIGHTS = "model.safetensors"
+ONNX = "model.onnx"
 CONFIG = "config.json"
 THRESHOLDS = "thresholds.json"
 STATE = "checkpoint.safetensors"
@@ -98,23 +100,34 @@ def default_model_dir() -> Path:
     return Path(__file__).parent / "models" / "default"
 
 
-def load_model(run_dir: str | Path | None = None) -> tuple[nn.Module, TrainConfig, PostprocessConfig]:
-    """Rebuild a model from ``run_dir/config.json`` and its weights; thresholds load from thresholds.json."""
-    from .model import UNet
-
+def load_settings(run_dir: str | Path | None = None) -> tuple[Path, TrainConfig, PostprocessConfig]:
+    """A model folder (default: the bundled one), its config and its thresholds (defaults without
+    thresholds.json); needs no torch."""
     run_dir = default_model_dir() if run_dir is None else Path(run_dir)
     if run_dir.is_file():
         raise NucleisegError(f"{run_dir}: expected a model folder (holding {CONFIG} and {WEIGHTS}), got a file")
     if not run_dir.is_dir():
         raise NucleisegError(f"{run_dir}: model folder not found")
     config = _named(run_dir / CONFIG, load_config, "invalid model config")
-    model = UNet(config.model)
-    load_weights_into(model, run_dir / WEIGHTS)
-    model.eval()
     post = PostprocessConfig()
     if (run_dir / THRESHOLDS).exists():
         post = _named(run_dir / THRESHOLDS, load_postprocess, "invalid thresholds")
+    return run_dir, config, post
+
+
+def load_network(run_dir: str | Path | None = None) -> tuple[nn.Module, TrainConfig, PostprocessConfig]:
+    """Rebuild the torch network of a model folder from ``config.json`` and its weights, with its config and
+    thresholds (``segmenter.load_model`` builds a ready-to-use Segmenter instead)."""
+    from .model import UNet
+
+    run_dir, config, post = load_settings(run_dir)
+    model = UNet(config.model)
+    load_weights_into(model, run_dir / WEIGHTS)
+    model.eval()
     return model, config, post
+
+
+load_model = load_network  # old name, kept until export.py imports load_network; do not use
 
 
 def _named(path: Path, load: Callable[[Path], T], what: str) -> T:
@@ -131,6 +144,7 @@ def _named(path: Path, load: Callable[[Path], T], what: str) -> T:
 
 def save_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, info: dict) -> None:
     """Model and optimizer tensors plus JSON ``info`` (epoch, step, best score) in one safetensors file."""
+    import torch
     from safetensors.torch import save_file
 
     tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in unwrap(model).state_dict().items()}

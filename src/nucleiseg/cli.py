@@ -79,7 +79,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     shard = args.shard
     summary = predict(args.inputs, args.output, model_dir=args.model, tta=args.tta, rle=args.rle,
                       overlay=args.overlay, measure=args.measure, shard=shard, backend=args.backend,
-                      tile=args.tile, diameter=args.diameter)
+                      tile=args.tile, diameter=args.diameter, device=args.device,
+                      output_format=args.output_format, geojson=args.geojson, dask_scheduler=args.dask_scheduler)
     return 1 if summary.failed else 0
 
 
@@ -100,15 +101,16 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_onnx
 
-    export_onnx(args.onnx, args.model)
-    print(f"wrote {args.onnx}")
+    path = export_onnx(args.onnx, args.model)
+    print(f"wrote {path}")
     return 0
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     from .fetch import DEFAULT_BASE_URL, fetch_dsb2018
 
-    dest = fetch_dsb2018(args.dest, base_url=args.base_url or DEFAULT_BASE_URL)
+    dest = fetch_dsb2018(args.dest, base_url=args.base_url or DEFAULT_BASE_URL, parts=[p.strip() for p in args.parts.split(",") if p.strip()],
+                         verify=args.verify)
     print(f"DSB2018 data in {dest}")
     return 0
 
@@ -148,11 +150,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png")
     p.add_argument("--measure", action="store_true", help="also write <name>_nuclei.csv measurements")
     p.add_argument("--shard", type=_shard, help="process only shard K of N of the inputs (K/N)")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    p.add_argument("--backend", choices=("onnx", "torch"), default="onnx",
+                   help="onnx: the model's model.onnx in onnxruntime (default); torch: PyTorch (nucleiseg[train])")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto: a GPU when there is one (default); cuda fails without one")
     p.add_argument("--tile", type=_positive_int, default=1024, help="tile size for large images (pixels)")
     p.add_argument("--diameter", type=_diameter, default="auto",
                    help="nucleus diameter in pixels, or auto (default) to estimate it per image; images are "
                         "rescaled so nuclei have the model's canonical size, labels come back at full size")
+    p.add_argument("--output-format", choices=("tiff", "zarr"), default="tiff",
+                   help="tiff: <name>.tif label images (default; images over 64 MP stream into a tiled BigTIFF); "
+                        "zarr: <name>.ome.zarr (streamed block by block, nucleiseg[slides])")
+    p.add_argument("--geojson", action="store_true", help="also write <name>.geojson outlines (QuPath detections)")
+    p.add_argument("--dask-scheduler", metavar="tcp://HOST:PORT",
+                   help="run streamed blocks on this dask.distributed cluster (nucleiseg[distributed]); "
+                        "its workers must see the input and output folders")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="score predicted label images against the truth (DSB2018 metric)")
@@ -164,20 +176,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tune", help="search post-processing thresholds on validation images")
     p.add_argument("--model", required=True, type=Path, help="run folder; thresholds.json is written there")
-    p.add_argument("--data", required=True, type=Path, help="annotated folder (its validation split is used)")
+    p.add_argument("--data", required=True, type=Path, action="append", metavar="DIR",
+                   help="annotated folder (its validation split is used), repeatable: the score is the mean over "
+                        "the datasets of each one's mean DSB score")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="tune for predictions with test-time augmentation (saved as the model's default)")
     p.set_defaults(func=cmd_tune)
 
-    p = sub.add_parser("export", help="export a model to ONNX")
-    p.add_argument("--onnx", required=True, type=Path, help="output .onnx file")
+    p = sub.add_parser("export", help="export a model to ONNX (default: <model folder>/model.onnx)")
+    p.add_argument("--onnx", type=Path, help="output .onnx file (default: model.onnx in the model folder)")
     p.add_argument("--model", type=Path, help="run folder (default: the bundled model)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("fetch", help="download a dataset (dsb2018: BBBC038)")
-    p.add_argument("dataset", choices=("dsb2018",))
-    p.add_argument("--dest", type=Path, default=Path("data/dsb2018"))
-    p.add_argument("--base-url", help="mirror URL or folder of already-downloaded files")
+    p = sub.add_parser("fetch", help="download a dataset (dsb2018: BBBC038, the original 670-image release)")
+    p.add_argument("dataset", choices=("dsb2018",), help="the dataset to fetch")
+    p.add_argument("--dest", type=Path, default=Path("data/dsb2018"),
+                   help="folder to unpack into (default: data/dsb2018); finished parts are skipped")
+    p.add_argument("--base-url", help="mirror URL (http/https), or a folder (path or file://) of already-downloaded "
+                                      "files (default: the BBBC038 page)")
+    p.add_argument("--parts", default="stage1_train,stage1_test,stage2_test", metavar="PART[,PART...]",
+                   help="comma-separated parts to fetch, of stage1_train, stage1_test (with its labels) and "
+                        "stage2_test (with the scored images' labels) (default: all)")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="accept a download whose size cannot be checked (the server sends no Content-Length "
+                        "and none is recorded); sizes are otherwise checked and SHA-256 logged")
     p.set_defaults(func=cmd_fetch)
     return parser
 
@@ -191,6 +213,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except NucleisegError as exc:
         print(f"nucleiseg: error: {exc}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:  # the core install has no torch: train, tune and export need it
+        if exc.name not in ("torch", "safetensors", "onnxscript", "onnx"):
+            raise
+        print(f"nucleiseg: error: {args.command} needs {exc.name}: pip install torch==2.13.0 \"nucleiseg[train]\"",
+              file=sys.stderr)
         return 1
     except OSError as exc:  # e.g. a full disk or a read-only folder while writing an output
         print(f"nucleiseg: error: {exc.filename or args.command}: {exc.strerror or exc}", file=sys.stderr)

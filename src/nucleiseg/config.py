@@ -104,6 +104,10 @@ class TrainConfig:
     # the training datasets as trained on: name, path, sampling weight, image counts, content fingerprint
     datasets: tuple[dict[str, Any], ...] = ()
     init: str = ""  # the model folder whose weights training started from ("" = from scratch)
+    # early stopping: stop after this many validations in a row without a better DSB score (0: never), or
+    # before an epoch that would end past time_limit seconds of training (0: no limit)
+    patience: int = 0
+    time_limit: float = 0.0
 
     def __post_init__(self) -> None:
         from .representations import representation
@@ -128,6 +132,8 @@ class TrainConfig:
             raise NucleisegError("val_fraction must lie in (0, 1)")
         if self.canonical_diameter < 0 or self.scale_jitter < 1.0 or self.val_every < 1:
             raise NucleisegError("canonical_diameter must be >= 0, scale_jitter >= 1 and val_every >= 1")
+        if self.patience < 0 or self.time_limit < 0:
+            raise NucleisegError("patience and time_limit must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

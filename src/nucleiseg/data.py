@@ -147,11 +147,21 @@ def load_item(item: Item) -> tuple[np.ndarray, np.ndarray | None]:
     return image, labels
 
 
+# Bump when decoding changes what an item decodes to (read_image, read_labels, merge_masks): entries written
+# by an older version then miss and are rebuilt.
+CACHE_VERSION = 2
+
+
 def _fingerprint(item: Item) -> str:
-    h = hashlib.sha1()
+    """Hash of the cache format version and each file's name, size, modification and change time (ns).
+
+    The change time (ctime) moves on every write and cannot be set back, so an edit that keeps a file's size
+    and restores its modification time still changes the fingerprint.
+    """
+    h = hashlib.sha1(f"v{CACHE_VERSION};".encode())
     for p in (item.image, *(item.masks or ()), *((item.labels,) if item.labels else ())):
         st = p.stat()
-        h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+        h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns};".encode())
     return h.hexdigest()[:16]
 
 
@@ -164,25 +174,27 @@ def cache_dir() -> Path:
 
 
 def load_item_cached(item: Item, cache: Path | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """``load_item`` through an on-disk cache keyed by the files' names, sizes and mtimes."""
+    """``load_item`` through an on-disk cache keyed by ``CACHE_VERSION`` and the files' names, sizes and
+    times; a hit returns the same dtypes as a miss (labels int32)."""
+    from .atomic import atomic_path
+
     cache = cache_dir() if cache is None else cache
     key = hashlib.sha1(str(item.image.resolve()).encode()).hexdigest()[:12]
     path = cache / f"{item.image_id[:40]}-{key}-{_fingerprint(item)}.npz"
     if path.exists():
         try:
             with np.load(path) as z:
-                return z["image"], (z["labels"] if "labels" in z else None)
+                return z["image"], (z["labels"].astype(np.int32) if "labels" in z else None)
         except Exception:  # a damaged cache entry is rebuilt
             path.unlink(missing_ok=True)
     image, labels = load_item(item)
     try:
-        from .atomic import atomic_path
-
         cache.mkdir(parents=True, exist_ok=True)
         for stale in cache.glob(f"{item.image_id[:40]}-{key}-*.npz"):
             stale.unlink(missing_ok=True)
-        arrays = {"image": image} if labels is None else {"image": image, "labels": labels.astype(np.uint16)
-                                                           if labels.max(initial=0) < 65536 else labels}
+        arrays = {"image": image}
+        if labels is not None:  # stored compactly, returned as int32
+            arrays["labels"] = labels.astype(np.uint16) if labels.max(initial=0) < 65536 else labels
         with atomic_path(path) as tmp:
             np.savez(tmp, **arrays)
     except OSError as exc:  # the cache is an optimisation: never fail because of it

@@ -1,83 +1,120 @@
-"""ONNX export and an onnxruntime-backed model that plugs into the same inference code."""
+"""ONNX export (needs torch) and finding a model folder's up-to-date ``model.onnx`` (does not)."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import importlib.util
+import json
+import logging
 import os
-import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-from torch import nn
-
-from .atomic import atomic_path
+from .checkpoint import ONNX, WEIGHTS, default_model_dir
 from .errors import NucleisegError
-from .segmenter import Segmenter, load_model
+from .runners import TORCH_HINT, OnnxRunner
+
+if TYPE_CHECKING:
+    from torch import nn
+
+log = logging.getLogger(__name__)
+
+DIGEST_KEY = "nucleiseg.weights_sha256"
 
 
-def export_onnx(path: str | os.PathLike[str], model_dir: str | Path | None = None, opset: int = 17) -> Path:
-    """Write the model as ONNX with dynamic batch, height and width (inputs must be multiples of the stride).
+def weights_digest(folder: Path) -> str | None:
+    """SHA-256 of the folder's weights file and network configuration (what an ONNX file is exported from);
+    None without weights. Other settings (thresholds, scale, training options) do not touch the network."""
+    from .checkpoint import CONFIG
+    from .config import load_config
 
-    Uses the TorchScript exporter, which needs no extra package (the dynamo exporter needs onnxscript).
+    path = folder / WEIGHTS
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256(path.read_bytes())
+    network = dataclasses.asdict(load_config(folder / CONFIG).model)
+    digest.update(json.dumps(network, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def export_onnx(path: str | os.PathLike[str] | None = None, model_dir: str | Path | None = None) -> Path:
+    """Write the model (logits and output activation: probabilities out) as ONNX with dynamic batch, height
+    and width (sides must be multiples of the stride); default path: ``<model folder>/model.onnx``.
+
+    Uses the exporter torch recommends (``dynamo=True``, through ``torch.export``; it needs onnxscript).
+    The file records the SHA-256 of the weights it came from, so a stale export is noticed.
     """
-    seg = load_model(model_dir)
-    path = Path(path)
-    stride = seg.config.model.stride
-    example = torch.zeros(1, seg.config.model.in_channels, 2 * stride, 2 * stride)
-    axes = {0: "batch", 2: "height", 3: "width"}
-    with warnings.catch_warnings(), atomic_path(path) as tmp:
-        warnings.simplefilter("ignore")
-        torch.onnx.export(seg.model, (example,), str(tmp), input_names=["image"], output_names=["logits"],
-                          dynamic_axes={"image": axes, "logits": axes}, opset_version=opset, dynamo=False)
-    return path
-
-
-class OnnxModule(nn.Module):
-    """Runs an exported network with onnxruntime; called like the torch model (NCHW logits)."""
-
-    def __init__(self, onnx_path: str | os.PathLike[str], threads: int | None = None) -> None:
-        super().__init__()
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise NucleisegError("the onnx backend needs onnxruntime: pip install 'nucleiseg[onnx]'") from None
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        try:
-            self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise NucleisegError(f"{onnx_path}: cannot load ONNX model ({exc})") from None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        (logits,) = self.session.run(["logits"], {"image": np.ascontiguousarray(x.numpy(), dtype=np.float32)})
-        return torch.from_numpy(logits)
-
-
-def onnx_segmenter(seg: Segmenter, onnx_path: str | os.PathLike[str] | None = None,
-                   model_dir: str | Path | None = None) -> Segmenter:
-    """A copy of ``seg`` whose network runs in onnxruntime.
-
-    Without ``onnx_path`` the model is exported once into the cache folder, keyed by a hash of its weights
-    and config, so later runs reuse the export.
-    """
-    if onnx_path is None:
-        onnx_path = _cached_export(model_dir)
-    return dataclasses.replace(seg, model=OnnxModule(onnx_path))
-
-
-def _cached_export(model_dir: str | Path | None) -> Path:
-    import hashlib
-
-    from .checkpoint import CONFIG, WEIGHTS, default_model_dir
-    from .data import cache_dir
+    try:
+        import torch
+    except ImportError:
+        raise NucleisegError(f"export needs PyTorch: {TORCH_HINT}") from None
+    from .atomic import atomic_path
+    from .checkpoint import load_model
 
     folder = default_model_dir() if model_dir is None else Path(model_dir)
-    digest = hashlib.sha256()
-    for name in (CONFIG, WEIGHTS):
-        digest.update((folder / name).read_bytes())
-    path = cache_dir() / "onnx" / f"{digest.hexdigest()[:20]}.onnx"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        export_onnx(path, model_dir)
+    path = folder / ONNX if path is None else Path(path)
+    network, config, _ = load_model(folder)
+    stride = config.model.stride
+    example = torch.zeros(1, config.model.in_channels, 2 * stride, 2 * stride)
+    dim = torch.export.Dim.DYNAMIC
+    program = torch.onnx.export(_probabilities_module(network), (example,), dynamo=True, input_names=["image"],
+                                output_names=["probabilities"], dynamic_shapes=({0: dim, 2: dim, 3: dim},),
+                                verbose=False)
+    program.model.metadata_props[DIGEST_KEY] = weights_digest(folder) or ""
+    with atomic_path(path) as tmp:
+        program.save(str(tmp), external_data=False)
     return path
+
+
+def _probabilities_module(network: "nn.Module") -> "nn.Module":
+    from torch import nn
+
+    class Probabilities(nn.Module):
+        """The network followed by its sigmoid: what the ONNX file computes."""
+
+        def __init__(self, net: nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net(x).sigmoid()
+
+    return Probabilities(network).eval()
+
+
+
+def onnx_runner(model_dir: str | Path | None = None, device: str = "auto", threads: int | None = None) -> OnnxRunner:
+    """An onnxruntime runner for a model folder's ``model.onnx``.
+
+    A folder whose ``model.onnx`` is missing, or was exported from other weights, is exported first when
+    torch is installed (into the folder, or the cache folder when the model folder is read-only); without
+    torch that is a one-line error saying how to export it.
+    """
+    folder = default_model_dir() if model_dir is None else Path(model_dir)
+    path, digest = folder / ONNX, weights_digest(folder)
+    if path.is_file():
+        runner = OnnxRunner(path, device, threads)
+        if digest is None or runner.metadata.get(DIGEST_KEY) == digest:
+            return runner
+        problem = f"{path} is out of date (exported from other weights or network settings)"
+    else:
+        problem = f"{folder}: no {ONNX}"
+    if importlib.util.find_spec("torch") is None:
+        raise NucleisegError(f"{problem}; export it where PyTorch is installed ({TORCH_HINT}): "
+                             f"nucleiseg export --model {folder}")
+    cached = _cached_path(digest)
+    if cached.is_file():
+        return OnnxRunner(cached, device, threads)
+    log.info("%s; exporting it once (a minute at most)", problem)
+    try:
+        return OnnxRunner(export_onnx(path, folder), device, threads)
+    except OSError:  # a read-only model folder
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        return OnnxRunner(export_onnx(cached, folder), device, threads)
+
+
+def _cached_path(digest: str | None) -> Path:
+    from .data import cache_dir
+
+    return cache_dir() / "onnx" / f"{(digest or 'none')[:20]}.onnx"

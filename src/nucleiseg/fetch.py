@@ -2,7 +2,7 @@
 
 Layout produced under ``dest``::
 
-    downloads/<file>                              verified archives and solution CSVs
+    downloads/<file>                              archives and solution CSVs (size checked, see below)
     stage1_train/<ImageId>/images/<ImageId>.png   + masks/*.png (one nucleus per mask)
     stage1_test/<ImageId>/images/<ImageId>.png
     stage1_test_labels/<ImageId>.tif              uint16 labels decoded from stage1_solution.csv
@@ -10,6 +10,12 @@ Layout produced under ``dest``::
     stage2_test_final_labels/<ImageId>.tif        only the scored stage 2 images
 
 ``<images dir>/.complete`` marks a finished part; a later call skips it.
+
+What is checked: each download's size against the size recorded in :data:`FILES` when there is one (none is
+recorded yet), else against the Content-Length the server sends; a download whose length cannot be checked
+(no recorded size and no Content-Length) is refused unless ``verify=False`` (``--no-verify``). The SHA-256 of
+every file is computed and logged, and compared with :data:`FILES` once one is recorded there. Files copied
+from a local folder are checked only against what :data:`FILES` records.
 """
 
 from __future__ import annotations
@@ -84,15 +90,18 @@ def fetch_dsb2018(
     base_url: str = DEFAULT_BASE_URL,
     parts: Iterable[str] = ("stage1_train", "stage1_test", "stage2_test"),
     files: Mapping[str, tuple[int | None, str | None]] | None = None,
+    verify: bool = True,
 ) -> Path:
-    """Download, verify and unpack DSB2018 (BBBC038) parts into ``dest``; return ``dest``.
+    """Download, check (see the module docstring) and unpack DSB2018 (BBBC038) parts into ``dest``; return
+    ``dest``.
 
     ``base_url`` is an http(s) URL of a folder holding the published files, or a local folder
     path / ``file://`` URL with already-downloaded copies (offline use). ``parts`` picks among
     ``stage1_train``, ``stage1_test`` and ``stage2_test``. ``files`` overrides entries of
     :data:`FILES` (name -> (size in bytes or None, sha256 or None)). Interrupted downloads resume
-    from ``dest/downloads/<name>.part``; finished parts (marker ``.complete``) are skipped.
-    Raises :class:`NucleisegError` on network errors, verification failures and unsafe archives.
+    from ``dest/downloads/<name>.part``; finished parts (marker ``.complete``) are skipped. ``verify=False``
+    accepts a download whose length cannot be checked.
+    Raises :class:`NucleisegError` on network errors, failed checks and unsafe archives.
     """
     dest = Path(dest)
     parts = list(parts)
@@ -113,8 +122,8 @@ def fetch_dsb2018(
             log.info("%s: already complete in %s, skipping", name, images_root)
             summary.append(f"{name}: already present")
             continue
-        archive = _obtain(source, part.archive, dest / "downloads", table)
-        solution = (_obtain(source, part.solution, dest / "downloads", table)
+        archive = _obtain(source, part.archive, dest / "downloads", table, verify)
+        solution = (_obtain(source, part.solution, dest / "downloads", table, verify)
                     if part.solution else None)
         n_images = _unpack(archive, images_root)
         text = f"{name}: {n_images} images in {images_root}"
@@ -155,8 +164,8 @@ class _Source:
 
 
 def _obtain(source: _Source, name: str, downloads: Path,
-            table: Mapping[str, tuple[int | None, str | None]]) -> Path:
-    """Return ``downloads/name``, downloading or copying and verifying it first if missing."""
+            table: Mapping[str, tuple[int | None, str | None]], verify: bool = True) -> Path:
+    """Return ``downloads/name``, downloading or copying and checking it first if missing."""
     size, sha256 = table.get(name, (None, None))
     final = downloads / name
     if final.exists():
@@ -170,7 +179,7 @@ def _obtain(source: _Source, name: str, downloads: Path,
     if source.folder is not None:
         _copy_local(source.folder / name, part)
     else:
-        _download(source.url(name), part, size)
+        _download(source.url(name), part, size, verify)
     _verify(part, name, size, sha256)
     part.replace(final)
     return final
@@ -190,8 +199,9 @@ def _bar(name: str, total: int | None, initial: int = 0) -> tqdm:
                 unit_divisor=1024, disable=None, leave=False)
 
 
-def _download(url: str, part: Path, size: int | None) -> None:
-    """Download ``url`` into ``part``, resuming an existing partial file with a Range request."""
+def _download(url: str, part: Path, size: int | None, verify: bool = True) -> None:
+    """Download ``url`` into ``part``, resuming an existing partial file with a Range request; its length is
+    checked against ``size`` or else the server's Content-Length (with ``verify``, one of them is required)."""
     total: int | None = size
     for attempt in range(1, MAX_ATTEMPTS + 1):
         offset = part.stat().st_size if part.exists() else 0
@@ -239,6 +249,9 @@ def _download(url: str, part: Path, size: int | None) -> None:
             length = response.headers.get("Content-Length")
             if length is not None and length.isdigit():
                 total = offset + int(length)
+            elif total is None and verify:
+                raise NucleisegError(f"{url}: the server sends no Content-Length and no size is recorded for "
+                                     "this file, so the download cannot be checked; use --no-verify to accept it")
             error: Exception | None = None
             with part.open(mode) as out, _bar(part.name[: -len(".part")], total, offset) as bar:
                 try:
@@ -248,7 +261,11 @@ def _download(url: str, part: Path, size: int | None) -> None:
                 except (OSError, http.client.HTTPException) as exc:
                     error = exc
         got = part.stat().st_size
-        if error is None and (total is None or got >= total):
+        if error is None and total is not None and got > total:
+            part.unlink()
+            raise NucleisegError(f"{url}: received {got} bytes, more than the {total} announced; removed the "
+                                 "file, run again to download it afresh")
+        if error is None and (total is None or got == total):
             return
         why = f": {error}" if error is not None else ""
         log.warning("%s: stopped at %d of %s bytes%s; resuming (attempt %d of %d)",

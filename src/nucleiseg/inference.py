@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
-from torch import nn
 
 from .config import TrainConfig
-from .transforms import normalize, percentiles, resize_image
+from .runners import Runner
+from .transforms import dihedral, normalize, percentiles, resize_image
 
 DEFAULT_TILE = 1024  # images up to this size run in one pass; larger ones are tiled
 DEFAULT_OVERLAP = 64
@@ -31,24 +30,17 @@ def _tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return sorted(set(starts))
 
 
-@torch.inference_mode()
-def _run_batch(model: nn.Module, batch: np.ndarray, tta: bool) -> np.ndarray:
+def _run_batch(runner: Runner, batch: np.ndarray, tta: bool) -> np.ndarray:
     """(B, 3, h, w) normalised input to (B, C, h, w) probabilities, averaged over 8 flips/rotations if tta."""
-    # channels-last lets oneDNN pick its fastest convolution kernels on CPU (about 1.8x here)
-    param = next(model.parameters(), None)
-    x = torch.from_numpy(batch).to(param.device if param is not None else "cpu")
-    x = x.contiguous(memory_format=torch.channels_last)
     if not tta:
-        return torch.sigmoid(model(x)).float().cpu().numpy()
+        return runner.run(batch)
     acc = None
     for k in range(8):
-        xt = torch.rot90(x, k % 4, dims=(2, 3))
-        xt = torch.flip(xt, dims=(2,)) if k >= 4 else xt
-        p = torch.sigmoid(model(xt.contiguous(memory_format=torch.channels_last)))
-        p = torch.flip(p, dims=(2,)) if k >= 4 else p
-        p = torch.rot90(p, -(k % 4), dims=(2, 3))
+        p = runner.run(np.ascontiguousarray(dihedral(batch, k, axes=(2, 3))))
+        # a rotation is undone by the opposite rotation, a reflection (k >= 4) by itself
+        p = dihedral(p, k if k >= 4 else -k % 4, axes=(2, 3))
         acc = p if acc is None else acc + p
-    return (acc / 8).float().cpu().numpy()
+    return acc / np.float32(8)
 
 
 def _pad_to(x: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -60,7 +52,7 @@ def _pad_to(x: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.pad(x, ((0, ph), (0, pw), (0, 0)), mode=mode)
 
 
-def predict_probabilities(model: nn.Module, image: np.ndarray, config: TrainConfig, tta: bool = False,
+def predict_probabilities(runner: Runner, image: np.ndarray, config: TrainConfig, tta: bool = False,
                           tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
                           batch_pixels: int = 1 << 20) -> np.ndarray:
     """(H, W, 3) raw image to (C, H, W) float32 probabilities at the image's own resolution.
@@ -69,12 +61,11 @@ def predict_probabilities(model: nn.Module, image: np.ndarray, config: TrainConf
     ``native`` models run on tiles of ``tile`` pixels with ``overlap``, blended by a cosine window, so
     memory depends on the tile, not the image. Normalisation statistics come from the whole image.
     """
-    model.eval()
     h, w = image.shape[:2]
     stride = config.model.stride
     if config.input_mode == "resize":
         x = resize_image(normalize(image, config.normalization), (config.input_size, config.input_size))
-        prob = _run_batch(model, x.transpose(2, 0, 1)[None].copy(), tta)[0]
+        prob = _run_batch(runner, x.transpose(2, 0, 1)[None].copy(), tta)[0]
         return np.stack([resize_image(p, (h, w)) for p in prob])
     stats = percentiles(image) if config.normalization == "percentile" else None
     tile = max(stride, tile // stride * stride)
@@ -99,7 +90,7 @@ def predict_probabilities(model: nn.Module, image: np.ndarray, config: TrainConf
         batch = np.stack([
             _pad_to(normalize(image[y:y + th, x:x + tw], config.normalization, stats), th, tw).transpose(2, 0, 1)
             for y, x in chunk])
-        probs = _run_batch(model, np.ascontiguousarray(batch), tta)
+        probs = _run_batch(runner, np.ascontiguousarray(batch), tta)
         for (y, x), p in zip(chunk, probs):
             hh, ww = min(th, h - y), min(tw, w - x)
             weight = (wy[:hh, None] / sum_y[y:y + hh, None]) * (wx[None, :ww] / sum_x[None, x:x + ww])

@@ -127,12 +127,34 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def colour_instances(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3|4) colour-coded instances to (H, W) int32 labels: one id per distinct colour, black (and
+    fully transparent) pixels background. Ids follow the colours' sort order."""
+    colour = rgb[..., :3]
+    if rgb.shape[-1] == 4:
+        colour = np.where(rgb[..., 3:] > 0, colour, 0)
+    flat = colour.reshape(-1, 3)
+    if np.issubdtype(flat.dtype, np.integer) and flat.dtype.itemsize <= 2:
+        key = flat.astype(np.uint64)
+        flat = (key[:, 0] << np.uint64(32)) | (key[:, 1] << np.uint64(16)) | key[:, 2]
+    values, inverse = np.unique(flat, axis=0 if flat.ndim == 2 else None, return_inverse=True)
+    black = not np.any(values[0])
+    return (inverse.reshape(rgb.shape[:2]) + (0 if black else 1)).astype(np.int32)
+
+
 def read_labels(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read a label image (0 background, ids > 0 nuclei) as a 2-D int32 array."""
+    """Read a label image (0 background, ids > 0 nuclei) as a 2-D int32 array.
+
+    A colour (RGB or RGBA) label image holds one nucleus per colour, as many annotation tools save them: it is
+    read by unique colour, black being background. A grey image stored as RGB (all channels equal) keeps its
+    values as ids.
+    """
     path = Path(path)
     labels = read_raw(path)
     if labels.ndim == 3 and labels.shape[-1] in (3, 4):
-        labels = labels[..., 0]
+        grey = (labels[..., 0] == labels[..., 1]).all() and (labels[..., 0] == labels[..., 2]).all()
+        opaque = labels.shape[-1] == 3 or bool((labels[..., 3] > 0).all())
+        labels = labels[..., 0] if grey and opaque else colour_instances(labels)
     labels = np.squeeze(labels)
     if labels.ndim != 2:
         raise InputError(path, f"label image must be 2-D, got shape {labels.shape}")

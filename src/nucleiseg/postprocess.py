@@ -13,14 +13,38 @@ def _labels_whole(prob: np.ndarray, post: PostprocessConfig, rep: Representation
     return rep.decode(prob, post)
 
 
+def cut_objects(local: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, int],
+                core: tuple[slice, slice]) -> np.ndarray:
+    """Ids of the objects of ``local`` (the labels of region ``box`` = y0, y1, x0, x1 of an image of ``shape``)
+    that reach the region's edge where it is not the image's edge and also lie in ``core``: objects the
+    region may cut, so a larger region is needed to see them whole."""
+    edges = []
+    if box[0] > 0:
+        edges.append(local[0])
+    if box[1] < shape[0]:
+        edges.append(local[-1])
+    if box[2] > 0:
+        edges.append(local[:, 0])
+    if box[3] < shape[1]:
+        edges.append(local[:, -1])
+    if not edges:
+        return np.zeros(0, local.dtype)
+    on_edge = np.unique(np.concatenate(edges))
+    on_edge = on_edge[on_edge > 0]
+    in_core = np.zeros(int(local.max()) + 1, bool)
+    in_core[local[core]] = True
+    return on_edge[in_core[on_edge]]
+
+
 def probabilities_to_labels(prob: np.ndarray, post: PostprocessConfig, block: int = 2048, margin: int = 128,
                             targets: str | None = None) -> np.ndarray:
     """(C, H, W) probabilities to an (H, W) int32 label image, decoded as the representation ``targets``
     (default: the one with C channels: 1 foreground, 2 foreground + border, 3 + distance).
 
     Images larger than ``block`` are post-processed in overlapping blocks (so memory follows the block);
-    each nucleus is kept by the one block whose core holds its first pixel, which cuts no nucleus smaller
-    than ``margin`` at a block seam.
+    each nucleus is kept whole by the one block whose core holds its first pixel. A block whose region cuts a
+    nucleus of its core (one reaching more than ``margin`` beyond it) is redone with the margin doubled, so
+    no nucleus is cut at a block seam.
     """
     if prob.ndim != 3 or prob.shape[0] not in (1, 2, 3):
         raise ValueError(f"expected (1|2|3, H, W) probabilities, got shape {prob.shape}")
@@ -34,9 +58,7 @@ def probabilities_to_labels(prob: np.ndarray, post: PostprocessConfig, block: in
     next_id = 1
     for y0 in range(0, h, block):
         for x0 in range(0, w, block):
-            ya, xa = max(0, y0 - margin), max(0, x0 - margin)
-            yb, xb = min(h, y0 + block + margin), min(w, x0 + block + margin)
-            local = _labels_whole(prob[:, ya:yb, xa:xb], post, rep)
+            local, (ya, xa) = _block_labels(prob, post, rep, (y0, min(h, y0 + block), x0, min(w, x0 + block)), margin)
             n = int(local.max())
             if n == 0:
                 continue
@@ -52,7 +74,22 @@ def probabilities_to_labels(prob: np.ndarray, post: PostprocessConfig, block: in
             remap = np.zeros(n + 1, np.int32)
             remap[ids[own]] = np.arange(next_id, next_id + int(own.sum()), dtype=np.int32)
             next_id += int(own.sum())
-            region = labels[ya:yb, xa:xb]
+            region = labels[ya:ya + local.shape[0], xa:xa + local.shape[1]]
             paste = keep[local] & (region == 0)
             region[paste] = remap[local[paste]]
     return labels
+
+
+def _block_labels(prob: np.ndarray, post: PostprocessConfig, rep: Representation,
+                  core: tuple[int, int, int, int], margin: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Labels of ``core`` (y0, y1, x0, x1) plus a margin, doubled until no nucleus of the core is cut;
+    returns them with the region's origin."""
+    h, w = prob.shape[1:]
+    y0, y1, x0, x1 = core
+    while True:
+        box = (max(0, y0 - margin), min(h, y1 + margin), max(0, x0 - margin), min(w, x1 + margin))
+        local = _labels_whole(prob[:, box[0]:box[1], box[2]:box[3]], post, rep)
+        inner = (slice(y0 - box[0], y1 - box[0]), slice(x0 - box[2], x1 - box[2]))
+        if box == (0, h, 0, w) or not len(cut_objects(local, box, (h, w), inner)):
+            return local, (box[0], box[2])
+        margin *= 2

@@ -7,12 +7,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from torch import nn
 
 from .config import PostprocessConfig, TrainConfig
 from .data import median_diameter
+from .errors import NucleisegError
 from .inference import DEFAULT_OVERLAP, DEFAULT_TILE, predict_probabilities
 from .postprocess import probabilities_to_labels
+from .runners import Runner, torch_runner
 from .scale import labels_to_shape, resize_raw, sample_windows, scale_factor
 from .transforms import as_rgb
 
@@ -28,13 +29,21 @@ class Segmenter:
     Models trained without scale normalisation (``canonical_diameter`` 0) always use the image as it is.
     """
 
-    model: nn.Module
+    model: Runner  # the network: OnnxRunner or TorchRunner
     config: TrainConfig
     post: PostprocessConfig
     tta: bool = False
     tile: int = DEFAULT_TILE
     overlap: int = DEFAULT_OVERLAP
     diameter: str | float | None = "auto"
+
+    def __post_init__(self) -> None:
+        # a bare torch module (code written before runners, e.g. a training process started earlier) is
+        # wrapped, so it keeps working; new code passes a runner
+        if not hasattr(self.model, "run"):
+            from .runners import TorchRunner
+
+            self.model = TorchRunner(self.model)
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         """(H, W, 3) image to (C, H, W) probabilities at the image's own scale."""
@@ -82,16 +91,27 @@ class Segmenter:
         return replace(self, **changes)
 
 
-def load_model(run_dir: str | Path | None = None, tta: bool | None = None) -> Segmenter:
-    """Load a trained model folder (default: the bundled model). ``tta=None`` uses the model's own default."""
-    import torch
+def load_model(run_dir: str | Path | None = None, tta: bool | None = None, backend: str = "onnx",
+               device: str = "auto", threads: int | None = None) -> Segmenter:
+    """Load a trained model folder (default: the bundled model). ``tta=None`` uses the model's own default.
 
-    from .checkpoint import load_model as _load
+    ``backend`` "onnx" runs the folder's ``model.onnx`` with onnxruntime (no torch needed); "torch" rebuilds
+    the network from its weights. ``device``: auto (a GPU when there is one), cpu or cuda. ``threads``: CPU
+    threads for the network (default: all cores).
+    """
+    from .checkpoint import load_settings
 
-    model, config, post = _load(run_dir)
-    model = model.to(memory_format=torch.channels_last)
+    folder, config, post = load_settings(run_dir)
+    if backend == "onnx":
+        from .export import onnx_runner
+
+        runner: Runner = onnx_runner(folder, device, threads)
+    elif backend == "torch":
+        runner = torch_runner(folder, device, threads)
+    else:
+        raise NucleisegError(f"unknown backend {backend!r}: choose onnx or torch")
     use_tta = post.tta if tta is None else tta
-    return Segmenter(model, config, post, tta=bool(use_tta))
+    return Segmenter(runner, config, post, tta=bool(use_tta))
 
 
 def segment(image: np.ndarray, model: Segmenter | None = None) -> np.ndarray:

@@ -22,7 +22,7 @@ from .checkpoint import (
     save_weights,
 )
 from .config import PostprocessConfig, TrainConfig, load_config, save_config
-from .data import DatasetSpec, Item, content_fingerprint, dataset_name, list_dataset, load_item_cached, median_diameter, train_val_split
+from .data import DatasetSpec, Item, committed_split, content_fingerprint, dataset_name, list_dataset, load_item_cached, median_diameter, train_val_split
 from .errors import NucleisegError
 from .history import HISTORY, plot_history, read_history, write_history
 from .representations import representation
@@ -30,6 +30,8 @@ from .model import UNet
 from .training_data import CropDataset, ResizedDataset, epoch_indices
 
 log = logging.getLogger(__name__)
+
+FEW_IMAGES = 5  # a dataset with fewer images (and no committed split) trains on all and validates on them too
 
 
 def learning_rate(config: TrainConfig, step: int, total: int) -> float:
@@ -43,9 +45,6 @@ def learning_rate(config: TrainConfig, step: int, total: int) -> float:
         step, total = step - warm, total - warm
     progress = min(1.0, step / max(1, total))
     return config.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-DUMP_RANK_WEIGHTS = "NUCLEISEG_DUMP_RANK_WEIGHTS"  # env: folder where every rank saves rank<r>.safetensors
 
 
 def _distributed() -> tuple[int, int]:
@@ -96,6 +95,18 @@ def _load_pairs(items: list[Item]) -> list[tuple[np.ndarray, np.ndarray]]:
     return pairs
 
 
+def validation_loss(model: torch.nn.Module, config: TrainConfig, loss_data: torch.utils.data.Dataset) -> float:
+    """Mean loss over the fixed validation samples; batches go to the device the model sits on."""
+    device = next(model.parameters()).device
+    rep = representation(config.targets)
+    total = 0.0
+    model.eval()
+    with torch.inference_mode():
+        for x, y in DataLoader(loss_data, batch_size=config.batch_size):
+            total += float(rep.loss(model(x.to(device)).float(), y.to(device), config.loss)) * len(x)
+    return total / max(1, len(loss_data))
+
+
 def validate(model: torch.nn.Module, config: TrainConfig, post: PostprocessConfig,
              val_sets: dict[str, list[tuple[np.ndarray, np.ndarray]]], loss_data: torch.utils.data.Dataset) -> dict[str, float]:
     """Validation loss (on the training representation) and, per dataset, DSB score / AP@0.5 at native
@@ -105,17 +116,13 @@ def validate(model: torch.nn.Module, config: TrainConfig, post: PostprocessConfi
     labels), so checkpoint choice does not depend on the diameter estimate.
     """
     from .metrics import score_image
+    from .runners import TorchRunner
     from .segmenter import Segmenter
 
     model.eval()
-    device = next(model.parameters()).device
     rep = representation(config.targets)
-    losses = []
-    with torch.inference_mode():
-        for x, y in DataLoader(loss_data, batch_size=config.batch_size):
-            losses.append(float(rep.loss(model(x.to(device)).float(), y.to(device), config.loss)) * len(x))
-    seg = Segmenter(model, config, post, diameter=None)
-    out: dict[str, float] = {"val_loss": sum(losses) / max(1, len(loss_data))}
+    seg = Segmenter(TorchRunner(model, rep.activation), config, post, diameter=None)
+    out: dict[str, float] = {"val_loss": validation_loss(model, config, loss_data)}
     for name, pairs in val_sets.items():
         rows = [score_image(labels, seg.with_options(diameter=median_diameter(labels) or None).segment(image))
                 for image, labels in pairs]
@@ -182,12 +189,21 @@ def _load_sets(specs: list[DatasetSpec], config: TrainConfig, rank: int) -> list
         name = dataset_name(spec.path, items)
         if any(s.name == name for s in sets):
             raise NucleisegError(f"{spec.path}: dataset {name!r} given twice")
-        train_items, val_items = train_val_split(items, config.val_fraction, config.seed)
-        if rank == 0:
+        few = len(items) < FEW_IMAGES and committed_split(items) is None
+        if few:  # too few to hold any back: train on all, and say that validation scores the training images
+            train_items, val_items = items, items
+            if rank == 0:
+                log.warning("%s: only %d images: training on all of them; its validation score is on the "
+                            "training images", name, len(items))
+        else:
+            train_items, val_items = train_val_split(items, config.val_fraction, config.seed)
+        if rank == 0 and not few:
             log.info("%s: %d training and %d validation images (weight %g)", name, len(train_items),
                      len(val_items), spec.weight)
         record = {"name": name, "path": str(spec.path), "weight": spec.weight, "train_images": len(train_items),
-                  "val_images": len(val_items), "sha256": content_fingerprint(items)}
+                  "val_images": 0 if few else len(val_items), "sha256": content_fingerprint(items)}
+        if few:
+            record["validated_on_training_images"] = True
         sets.append(_LoadedSet(name, spec.weight, _load_pairs(train_items), _load_pairs(val_items), record))
     return sets
 
@@ -228,8 +244,7 @@ def train(data: str | Path | DatasetSpec | list, out_dir: str | Path, config: Tr
     ``out_dir`` ends up with model.safetensors (best validation DSB score), config.json, history.csv,
     loss_curve.png and checkpoint.safetensors (for ``resume``). Under torchrun the batches are split across
     ranks with DistributedDataParallel (gloo), each rank draws its share of every epoch's samples, and only
-    rank 0 validates, logs and writes. With ``$NUCLEISEG_DUMP_RANK_WEIGHTS`` set to a folder, every rank
-    also saves its final weights there as ``rank<r>.safetensors`` (to check that the ranks agree).
+    rank 0 validates, logs and writes.
     """
     import torch.distributed as dist
 
@@ -308,6 +323,7 @@ def _train(specs: list[DatasetSpec], out: Path, config: TrainConfig, resume: boo
     last_epoch = config.epochs if max_epochs_this_run is None else min(config.epochs, start_epoch + max_epochs_this_run)
     from tqdm import tqdm
 
+    run_start, epoch_seconds = time.perf_counter(), 0.0
     for epoch in range(start_epoch, last_epoch):
         t0 = time.perf_counter()
         torch.manual_seed(config.seed * 100_003 + epoch)  # dropout noise per epoch: resume-exact
@@ -320,11 +336,24 @@ def _train(specs: list[DatasetSpec], out: Path, config: TrainConfig, resume: boo
         train_seconds = time.perf_counter() - t0
         if world > 1:
             _sync_buffers(model)
-        if rank != 0:
-            continue
-        if (epoch + 1) % config.val_every and epoch + 1 != last_epoch:
-            continue
-        metrics = validate(model, config, post, val_sets, val_loss_data)
+        # another epoch as long as the longest so far would end past the time limit: stop after this one
+        epoch_seconds = max(epoch_seconds, train_seconds)
+        out_of_time = bool(config.time_limit) and time.perf_counter() - run_start + epoch_seconds > config.time_limit
+        if rank == 0 and (out_of_time or not (epoch + 1) % config.val_every or epoch + 1 == last_epoch):
+            _validate_and_save(model, optimizer, config, post, val_sets, val_loss_data, history, out, epoch,
+                               running / max(seen, 1), lr, seen * world / train_seconds, t0)
+            epoch_seconds = max(epoch_seconds, time.perf_counter() - t0)
+            best = max(best, max(row["val_dsb"] for row in history))
+        stale = _stale_validations(history)
+        stop = out_of_time or (config.patience > 0 and stale >= config.patience)
+        if world > 1:
+            stop = _agree(stop, device)
+        if stop and epoch + 1 < last_epoch:
+            if rank == 0:
+                log.info("stopping after epoch %d: %s", epoch + 1, "time limit" if out_of_time else
+                         f"no better validation DSB score for {stale} validations")
+            break
+    dump = os.environ.get(DUMP_RANK_WEIGHTS)
         row = {"epoch": epoch + 1, "train_loss": round(running / max(seen, 1), 6),
                "val_loss": round(metrics["val_loss"], 6), "val_dsb": round(metrics["val_dsb"], 5),
                "val_ap50": round(metrics["val_ap50"], 5), "lr": f"{lr:.3g}",
@@ -346,10 +375,6 @@ def _train(specs: list[DatasetSpec], out: Path, config: TrainConfig, resume: boo
         log.info("epoch %d/%d  train loss %.4f  val loss %.4f  val DSB %.4f  AP@0.5 %.4f%s  %.1f img/s  %.0fs%s",
                  epoch + 1, config.epochs, row["train_loss"], row["val_loss"], row["val_dsb"], row["val_ap50"],
                  per_set, row["train_images_per_s"], row["seconds"], "  (best)" if improved else "")
-    dump = os.environ.get(DUMP_RANK_WEIGHTS)
-    if dump:
-        Path(dump).mkdir(parents=True, exist_ok=True)
-        save_weights(model, Path(dump) / f"rank{rank}.safetensors", {"rank": str(rank), "world": str(world)})
     if rank == 0:
         log.info("best checkpoint: %s (val DSB %.4f)", out / WEIGHTS, best)
     return out
