@@ -3,6 +3,7 @@
 Run:
   python bench/slide_stream.py sizes [--sizes 2048 4096 10000 20000 40000] [--format zarr] [--geojson]
   python bench/slide_stream.py dask [--size 8192] [--workers 1 2]
+  python bench/slide_stream.py memory [--sizes 10000 20000]   # stand-in network: memory of everything else
 Each size builds a tiled, zlib-compressed BigTIFF mosaic of the bundled sample's fluorescence crops under
 /tmp (written tile by tile, never whole in memory), runs the real `nucleiseg predict --output-format zarr`
 in a child process, and reports wall time, megapixels/s and the child's peak resident memory (ru_maxrss).
@@ -101,6 +102,40 @@ def bench_dask(args: argparse.Namespace) -> None:
         print(f"100,000 x 100,000 px (10,000 MP) on {n:>3} such workers: about {hours:.1f} h (linear extrapolation)")
 
 
+STAND_IN = """
+import sys, numpy as np
+from nucleiseg.config import PostprocessConfig, preset
+from nucleiseg.segmenter import Segmenter
+from nucleiseg.stream import StreamOptions, segment_slide
+class PixelRunner:  # a pixel-wise stand-in for the network (costs no time, holds no activations)
+    device = "cpu"
+    def run(self, batch):
+        x = batch.mean(axis=1)
+        fg = 1 / (1 + np.exp(-10 * (x - 0.3)))
+        return np.stack([fg, fg / (1 + np.exp(-15 * (0.6 - x)))], axis=1).astype(np.float32)
+r = segment_slide(sys.argv[1], sys.argv[2], Segmenter(PixelRunner(), preset("tiny"), PostprocessConfig()),
+                  StreamOptions(geojson=True, measure=True))
+print(r.nuclei, "nuclei")
+"""
+
+
+def bench_memory(args: argparse.Namespace) -> None:
+    """Peak RSS of the streaming pipeline (reading, instances, OME-Zarr, GeoJSON, table) with a stand-in
+    network, one child process per size."""
+    for size in args.sizes:
+        tmp = Path(tempfile.mkdtemp(dir=args.tmp))
+        try:
+            image = write_mosaic(tmp / f"slide{size}.tif", size)
+            t0 = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-c", STAND_IN, str(image), str(tmp / "out")], check=True,
+                                  capture_output=True, text=True)
+            seconds = time.perf_counter() - t0
+            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+            print(f"{size:>7} px: {proc.stdout.strip()}, {seconds:.0f} s, peak RSS so far {peak:.2f} GiB", flush=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tmp", default="/tmp", help="where the test slides are written (and deleted)")
@@ -112,8 +147,10 @@ def main() -> None:
     p = sub.add_parser("dask")
     p.add_argument("--size", type=int, default=8192)
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    p = sub.add_parser("memory")
+    p.add_argument("--sizes", type=int, nargs="+", default=[10000, 20000])
     args = parser.parse_args()
-    bench_sizes(args) if args.mode == "sizes" else bench_dask(args)
+    {"sizes": bench_sizes, "dask": bench_dask, "memory": bench_memory}[args.mode](args)
 
 
 if __name__ == "__main__":

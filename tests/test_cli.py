@@ -1,36 +1,35 @@
 """End-to-end: the real CLI in a subprocess on the bundled sample and on synthetic data."""
 
 import json
-import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import tifffile
-from conftest import SAMPLE
+from conftest import SAMPLE, run_cli
 from PIL import Image
 
-ENV = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+# DSB score of the bundled model on the bundled sample (measured 0.502 with `nucleiseg predict` defaults);
+# re-measure when the bundled model changes
+SAMPLE_DSB_FLOOR = 0.49
 
 
 def run(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "nucleiseg", *map(str, args)], capture_output=True, text=True,
-                          env=ENV, timeout=600)
+    proc = run_cli(*args)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\nstdout:{proc.stdout}\nstderr:{proc.stderr}")
     return proc
 
 
-def test_help_is_fast():
-    t = time.perf_counter()
+def test_help_imports_no_heavy_module():
+    """--help stays instant: it imports no heavy module (its time is measured by bench/cli_startup.py, not
+    asserted here)."""
     proc = run("--help")
     assert "predict" in proc.stdout and "train" in proc.stdout
-    # importing torch alone takes over a second; --help must not import it
     out = subprocess.run([sys.executable, "-X", "importtime", "-m", "nucleiseg", "--help"], capture_output=True,
                          text=True)
-    assert "torch" not in out.stderr
-    assert time.perf_counter() - t < 10
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in out.stderr.splitlines() if "|" in line}
+    assert not imported & {"torch", "onnxruntime", "scipy", "skimage"}, imported
 
 
 def test_predict_then_evaluate_on_bundled_sample(tmp_path):
@@ -48,7 +47,7 @@ def test_predict_then_evaluate_on_bundled_sample(tmp_path):
     assert "DSB score" in proc.stdout
     scores = json.loads((out / "scores.json").read_text())
     assert scores["overall"]["n_images"] == len(ids)
-    assert 0.2 < scores["overall"]["dsb"] <= 1.0  # a trained model, not noise
+    assert scores["overall"]["dsb"] >= SAMPLE_DSB_FLOOR
     assert (out / "per_image.csv").read_text().count("\n") == len(ids) + 1
 
 

@@ -39,15 +39,43 @@ def test_tiled_and_untiled_prediction_give_the_same_instances(disc_image):
     assert a.max() > 30 and dsb_score(a, b) == 1.0
 
 
-def test_real_network_tiles_agree_closely(disc_image):
-    image, _ = disc_image
-    config = preset("tiny")
-    torch.manual_seed(0)
-    model = UNet(config.model).eval()
-    whole = predict_probabilities(TorchRunner(model), image, config, tile=1024)
-    tiled = predict_probabilities(TorchRunner(model), image, config, tile=128, overlap=48)
-    assert whole.shape == tiled.shape == (2, 300, 380)
-    assert np.abs(whole - tiled).mean() < 0.01
+# Tiles vs one pass with the bundled model, on images whose sides are multiples of the stride (so the one pass
+# is not padded either): measured at overlap 64, max |difference| 0.37 (128-px tiles) and 0.53 (256-px tiles),
+# mean <= 0.0017. The network's receptive field is 188 px, so a tile's outputs within 94 px of an inner tile
+# edge differ from the one pass; only tiles that discard that halo before blending can match it.
+TILE_MAX_DIFF = 0.02
+TILE_MEAN_DIFF = 0.005
+
+
+@pytest.fixture(scope="module")
+def bundled_images():
+    from conftest import SAMPLE
+
+    import nucleiseg
+    from nucleiseg.io import read_image
+
+    seg = nucleiseg.load_model(tta=False)
+    a = read_image(next(SAMPLE.glob("1631352d*/images/*.png")))  # 256 x 320 fluorescence
+    b = read_image(next(SAMPLE.glob("2a1a294e*/images/*.png")))[:512, :512]  # crowded fluorescence
+    return seg, [(img, seg.with_options(tile=4096).probabilities(img)) for img in (a, b)]
+
+
+def tile_differences(bundled_images, tile: int) -> list[np.ndarray]:
+    """|tiled - one pass| per image, with ``tile``-px tiles at the default overlap."""
+    seg, pairs = bundled_images
+    return [np.abs(seg.with_options(tile=tile).probabilities(image) - whole) for image, whole in pairs]
+
+
+@pytest.mark.parametrize("tile", [128, 256])
+def test_bundled_model_tiles_agree_with_one_pass_on_average(bundled_images, tile):
+    assert all(d.mean() <= TILE_MEAN_DIFF for d in tile_differences(bundled_images, tile))
+
+
+@pytest.mark.xfail(strict=True, reason="inference.DEFAULT_OVERLAP (64 px) is below the receptive field (188 px); "
+                                       "tiles must drop a 96-px halo at inner edges before blending")
+@pytest.mark.parametrize("tile", [128, 256])
+def test_bundled_model_tiles_match_one_pass(bundled_images, tile):
+    assert all(d.max() <= TILE_MAX_DIFF for d in tile_differences(bundled_images, tile))
 
 
 def test_tta_is_exact_for_a_symmetric_network(disc_image):

@@ -76,3 +76,15 @@ def test_blockwise_postprocessing_equals_whole_image():
     blocks = probabilities_to_labels(prob, post, block=64, margin=32)
     assert whole.max() > 40
     assert _same_instances(whole, blocks)
+
+
+def test_blockwise_keeps_nuclei_larger_than_the_margin_whole():
+    # a disc of radius 60 with block 64 / margin 32 used to keep 7,404 of its 11,277 pixels
+    truth = disc_labels((256, 256), [(128, 128, 60), (20, 20, 8), (230, 40, 9), (40, 230, 12)])
+    prob = np.stack([ndimage.gaussian_filter(c, 1.0) for c in body_border_target(truth)])
+    post = PostprocessConfig()
+    whole = probabilities_to_labels(prob, post)
+    blocks = probabilities_to_labels(prob, post, block=64, margin=32)
+    assert whole.max() == 4
+    assert (blocks == blocks[128, 128]).sum() == (whole == whole[128, 128]).sum() > 11000
+    assert _same_instances(whole, blocks)

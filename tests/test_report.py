@@ -90,15 +90,21 @@ def test_index_and_links_exist(report14):
     assert "14 images" in text
 
 
-def test_precision_plot_is_png(report14):
+def test_precision_plot_is_svg(report14):
+    import xml.etree.ElementTree as ET
+
     folder, index, _ = report14
-    plot = folder / "precision_iou.png"
-    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    with Image.open(plot) as im:
-        im.verify()
-    with Image.open(plot) as im:
-        assert im.format == "PNG" and im.width > 100 and im.height > 100
-    assert 'src="precision_iou.png"' in index.read_text()
+    root = ET.parse(folder / "precision.svg").getroot()  # well-formed XML
+    ns = "{http://www.w3.org/2000/svg}"
+    assert root.tag == f"{ns}svg" and int(root.get("width")) > 100 and int(root.get("height")) > 100
+    lines = root.findall(f"{ns}polyline")
+    assert len(lines) == 1 + len(KINDS)  # overall and each kind present in the 14 images
+    assert all(len(pl.get("points").split()) == 10 for pl in lines)  # one point per IoU threshold
+    assert lines[-1].get("stroke") == "black"  # overall drawn last, on top
+    legend = " ".join(t.text or "" for t in root.iter(f"{ns}text"))
+    assert "overall (n=14, DSB" in legend and "IoU threshold" in legend
+    assert 'src="precision.svg"' in index.read_text()
+    assert not (folder / "precision_iou.png").exists()
 
 
 def test_twelve_worst_are_lowest_dsb(report14):

@@ -157,3 +157,18 @@ def test_distributed_cluster_equals_local(tmp_path: Path) -> None:
                                                                              **OPTIONS), model_spec=DiscSpec())
     assert remote.nuclei == local.nuclei > 100
     assert same_up_to_renumbering(read_zarr_labels(remote.labels), read_zarr_labels(local.labels))
+
+
+def test_cli_zarr_and_geojson(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    image = (disc_image((300, 280), 40, seed=5) * 200).astype(np.uint8)
+    src = write_tiff(tmp_path / "cells.tif", image)
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "nucleiseg", "predict", str(src), "-o", str(out),
+                           "--output-format", "zarr", "--geojson"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    labels = read_zarr_labels(out / "cells.ome.zarr")
+    features = json.loads((out / "cells.geojson").read_text())["features"]
+    assert labels.shape == (300, 280) and len(features) == labels.max() > 0

@@ -16,23 +16,24 @@ from nucleiseg.postprocess import probabilities_to_labels
 from nucleiseg.representations import normalized_distance
 from nucleiseg.tune import ValSet, extend, inert_thresholds, mean_score, scaled_probabilities, search
 
-# two touching nuclei, and a lone one
-TRUTH = disc_labels((48, 64), [(20, 18, 9), (20, 35, 8), (38, 52, 6)])
+# two pairs of touching nuclei (1+2, 3+4), and a lone one
+TRUTH = disc_labels((52, 64), [(14, 14, 8), (14, 29, 7), (36, 16, 8), (36, 31, 7), (38, 54, 6)])
 
 
-def body_border_probs(border_value: float) -> np.ndarray:
-    """Sure foreground; every nucleus' boundary predicted faintly, at ``border_value``."""
+def body_border_probs(border_value: float, second_pair: float | None = None) -> np.ndarray:
+    """Sure foreground; every nucleus' boundary predicted faintly, at ``border_value`` (``second_pair`` for
+    nuclei 3 and 4)."""
     fg = np.where(TRUTH > 0, 0.99, 0.01)
-    border = np.where(find_boundaries(TRUTH, mode="inner") & (TRUTH > 0), border_value, 0.0)
+    value = np.where(np.isin(TRUTH, (3, 4)) & (second_pair is not None), second_pair or 0.0, border_value)
+    border = np.where(find_boundaries(TRUTH, mode="inner") & (TRUTH > 0), value, 0.0)
     return np.stack([fg, border]).astype(np.float32)
 
 
 def test_grid_is_extended_past_an_edge_optimum():
-    """Borders predicted at 0.04 separate the touching nuclei only with border_threshold < 0.05, the grid's
-    lowest value: the search must go below it."""
-    sets = [ValSet("a", [body_border_probs(0.04)], [TRUTH])]
+    """Borders predicted at 0.08 and 0.04: border_threshold 0.05, the grid's lowest value, separates the first
+    pair, and only a threshold below 0.04 also the second. The search must go past the grid's edge."""
+    sets = [ValSet("a", [body_border_probs(0.08, second_pair=0.04)], [TRUTH])]
     start = PostprocessConfig(min_seed_size=0, min_size=0)
-    assert mean_score(sets, start, "body_border") < 0.7  # merged
     best, score = search(sets, start, "body_border")
     assert best.border_threshold < 0.04 and score == 1.0
 
@@ -49,10 +50,12 @@ def test_inert_seed_threshold_is_left(caplog):
 
 
 def test_distance_search_tunes_its_own_thresholds_only():
-    """The smaller touching nucleus has a predicted distance peak of 0.45: it gets a seed only with
-    seed_threshold < 0.45, below the mask threshold, which is not inert for the distance decoder."""
+    """The smaller nucleus of each touching pair has a predicted distance peak of 0.55 or 0.45: it gets a seed
+    only with a seed_threshold below that; 0.5 (the grid's edge) seeds one, only a value below 0.45 (and below
+    the mask threshold, which is not inert for the distance decoder) seeds both."""
     distance = normalized_distance(TRUTH)
     distance[TRUTH == 2] *= 0.45
+    distance[TRUTH == 4] *= 0.55
     fg = np.where(TRUTH > 0, 0.99, 0.01)
     probs = np.stack([fg, np.zeros_like(fg), distance]).astype(np.float32)
     sets = [ValSet("a", [probs], [TRUTH])]

@@ -56,18 +56,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
 
     from .config import override, preset
+    from .finetune import finetune, finetune_config
     from .train import train
 
-    config = override(preset(args.preset), args.set or [])
+    # --init without --preset fine-tunes: the starting model's network and targets, a few-image schedule
+    fine_tune = bool(args.init) and args.preset is None and not args.resume
+    config = finetune_config(args.init) if fine_tune else preset(args.preset or "default")
+    config = override(config, args.set or [])
     changes = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
                                  ("val_fraction", args.val_fraction), ("seed", args.seed),
                                  ("samples_per_epoch", args.samples_per_epoch)) if v is not None}
-    if args.init:
+    if args.init and not fine_tune:
         changes["init"] = args.init
     config = dataclasses.replace(config, **changes)
     import os
 
-    out = train(args.data, args.out, config, resume=args.resume)
+    if fine_tune:
+        out = finetune(args.data, args.out, config=config)
+    else:
+        out = train(args.data, args.out, config, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"best checkpoint: {out / 'model.safetensors'}")
     return 0
@@ -126,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training folder (DSB layout or images/ + labels/), repeatable; WEIGHT scales how often "
                         "its images are drawn (default 1: a dataset's share is weight x its image count)")
     p.add_argument("--out", required=True, type=Path, help="run folder for weights, config, history, plots")
-    p.add_argument("--preset", default="default", help="seed | default | tiny (default: default)")
+    p.add_argument("--preset", help="seed | default | tiny (default: default; with --init and no --preset: "
+                                     "fine-tune the --init model with a schedule for a few images)")
     p.add_argument("--epochs", type=_positive_int)
     p.add_argument("--batch-size", type=_positive_int)
     p.add_argument("--samples-per-epoch", type=_positive_int, help="random crops per epoch (native presets)")
@@ -137,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a preset setting, e.g. augment=false or model.widths=24,48,96,192,384")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     p.add_argument("--init", metavar="default|RUN_DIR",
-                   help="start from the bundled model's weights (default) or a trained model folder")
+                   help="start from the bundled model (default) or a trained model folder: without --preset "
+                        "this fine-tunes it (its network and targets, lower learning rate, early stopping, at "
+                        "most 9 minutes: --set time_limit=SECONDS); with --preset, that recipe from its weights")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("predict", help="segment images into label TIFFs")

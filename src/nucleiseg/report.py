@@ -1,7 +1,7 @@
 """Static HTML evaluation report: score table, precision-versus-IoU plot and the worst-scored images.
 
-Everything is written into one folder: ``index.html`` plus PNG files it links to by relative name, so the
-folder can be copied or zipped and opened anywhere (no external resources, no JavaScript).
+Everything is written into one folder: ``index.html`` plus the SVG plot and PNG pictures it links to by
+relative name, so the folder can be copied or zipped and opened anywhere (no external resources, no JavaScript).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from .overlay import display_rgb, draw_comparison
 
 log = logging.getLogger(__name__)
 
-PLOT_NAME = "precision_iou.png"
+PLOT_NAME = "precision.svg"
 INDEX_NAME = "index.html"
 MAX_PNG_WIDTH = 1024
 GAP = 8  # white pixels between the truth and prediction panels
@@ -66,6 +66,15 @@ def _nearest(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return array[rows[:, None], cols[None, :]]
 
 
+def _brighten(rgb: np.ndarray) -> np.ndarray:
+    """Stretch a dark 8-bit image (dim fluorescence, where display_rgb keeps the values) so its 99.9th
+    percentile becomes white; images that already reach near white are returned unchanged."""
+    top = float(np.percentile(rgb, 99.9))
+    if top >= 200:
+        return rgb
+    return np.clip(rgb.astype(np.float32) * (255 / max(top, 1.0)), 0, 255).astype(np.uint8)
+
+
 def comparison_png(image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """Side-by-side RGB array: left truth outlines (green) with missed nuclei red, right predicted outlines
     (yellow) with false positives magenta; scaled so the whole is at most MAX_PNG_WIDTH wide."""
@@ -73,7 +82,7 @@ def comparison_png(image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np
 
     image = as_rgb(image)
     missed, false_pos = error_masks(truth, pred)
-    rgb = display_rgb(image)
+    rgb = _brighten(display_rgb(image))
     h, w = truth.shape
     s = _scale(w)
     shape = (max(1, round(h * s)), max(1, round(w * s)))
@@ -100,31 +109,61 @@ def comparison_png(image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np
     return np.ascontiguousarray(np.concatenate([left, gap, right], axis=1))
 
 
-def precision_plot(summary: dict, path: Path) -> None:
-    """Mean precision against IoU threshold, one line per summary entry (overall bold black)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def precision_svg(summary: dict) -> str:
+    """SVG line chart of mean precision against IoU threshold, one line per summary entry (overall bold
+    black, drawn last so it is on top), legend at the lower left."""
+    w, h, left, right, top, bottom = 640, 400, 64, 16, 16, 48
+    x0, x1 = 0.48, 0.97
+    pw, ph = w - left - right, h - top - bottom
 
-    fig = Figure(figsize=(6.4, 4.0), dpi=100)
-    canvas = FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    def px(t: float) -> float:
+        return left + (t - x0) / (x1 - x0) * pw
+
+    def py(p: float) -> float:
+        return top + (1 - p / 1.02) * ph
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
+           'font-family="Helvetica,Arial,sans-serif" font-size="12">',
+           "<title>Precision versus IoU threshold (mean over images)</title>",
+           f'<rect width="{w}" height="{h}" fill="white"/>']
+    for t in IOU_THRESHOLDS:  # vertical grid lines and x ticks
+        x = px(t)
+        out.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + ph}" stroke="#ddd"/>'
+                   f'<line x1="{x:.1f}" y1="{top + ph}" x2="{x:.1f}" y2="{top + ph + 5}" stroke="black"/>'
+                   f'<text x="{x:.1f}" y="{top + ph + 18}" text-anchor="middle">{t:.2f}</text>')
+    for p in np.linspace(0, 1, 6):  # horizontal grid lines and y ticks
+        y = py(p)
+        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + pw}" y2="{y:.1f}" stroke="#ddd"/>'
+                   f'<line x1="{left - 5}" y1="{y:.1f}" x2="{left}" y2="{y:.1f}" stroke="black"/>'
+                   f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end">{p:.1f}</text>')
+    out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="black"/>'
+               f'<text x="{left + pw / 2}" y="{h - 10}" text-anchor="middle">IoU threshold</text>'
+               f'<text transform="translate(16 {top + ph / 2}) rotate(-90)" text-anchor="middle">'
+               "precision  TP / (TP + FP + FN)</text>")
+    fallback = iter(["#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"])
+    entries = []
     for name, s in summary.items():
-        label = f"{name} (n={s['n_images']}, DSB {s['dsb']:.3f})"
-        if name == "overall":
-            ax.plot(IOU_THRESHOLDS, s["precisions"], "o-", color="black", lw=2.5, label=label, zorder=3)
-        else:
-            ax.plot(IOU_THRESHOLDS, s["precisions"], "o-", color=_KIND_COLORS.get(name), lw=1.5, label=label)
-    ax.set_xlabel("IoU threshold")
-    ax.set_ylabel("precision  TP / (TP + FP + FN)")
-    ax.set_xlim(0.48, 0.97)
-    ax.set_ylim(0, 1.02)
-    ax.set_xticks(IOU_THRESHOLDS)
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8)
-    ax.set_title("Precision versus IoU threshold (mean over images)")
-    fig.tight_layout()
-    canvas.draw()
-    write_png(path, np.asarray(canvas.buffer_rgba())[..., :3].copy())
+        color = "black" if name == "overall" else _KIND_COLORS.get(name) or next(fallback, "#7f7f7f")
+        entries.append((name, s, color, 2.5 if name == "overall" else 1.5))
+    for name, s, color, lw in sorted(entries, key=lambda e: e[0] == "overall"):  # overall drawn on top
+        pts = [(px(t), py(min(max(float(p), 0.0), 1.0)))
+               for t, p in zip(IOU_THRESHOLDS, s["precisions"]) if np.isfinite(p)]
+        out.append(f'<polyline points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in pts)}" fill="none" '
+                   f'stroke="{color}" stroke-width="{lw}" stroke-linejoin="round"/>')
+        out.extend(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{lw + 1.5}" fill="{color}"/>' for x, y in pts)
+    labels = [(f"{name} (n={s['n_images']}, DSB {s['dsb']:.3f})", color, lw)
+              for name, s, color, lw in entries]
+    lx, ly = left + 10, top + ph - 10 - 18 * len(labels)
+    lw_box = 40 + 6.5 * max((len(t) for t, _, _ in labels), default=0)
+    out.append(f'<rect x="{lx}" y="{ly}" width="{lw_box:.0f}" height="{18 * len(labels) + 4}" fill="white" '
+               'fill-opacity="0.85" stroke="#ccc" rx="3"/>')
+    for i, (text, color, lw) in enumerate(labels):
+        y = ly + 13 + 18 * i
+        out.append(f'<line x1="{lx + 6}" y1="{y - 4}" x2="{lx + 30}" y2="{y - 4}" stroke="{color}" '
+                   f'stroke-width="{lw}"/><circle cx="{lx + 18}" cy="{y - 4}" r="{lw + 1}" fill="{color}"/>'
+                   f'<text x="{lx + 36}" y="{y}">{html.escape(text)}</text>')
+    out.append("</svg>\n")
+    return "\n".join(out)
 
 
 def _safe_name(image_id: str) -> str:
@@ -202,7 +241,7 @@ LEGEND = (
 
 
 def write_report(report_dir: Path, rows: list[dict], summary: dict, load: Loader, n_worst: int = 12) -> Path:
-    """Write ``index.html``, ``precision_iou.png`` and one ``worst_NN_<id>.png`` per worst image into
+    """Write ``index.html``, ``precision.svg`` and one ``worst_NN_<id>.png`` per worst image into
     ``report_dir``; return the path of ``index.html``.
 
     ``rows`` are per-image ``score_image`` dicts with ``image_id`` and ``kind``; ``summary`` maps
@@ -212,7 +251,8 @@ def write_report(report_dir: Path, rows: list[dict], summary: dict, load: Loader
     report_dir.mkdir(parents=True, exist_ok=True)
     rows = list(rows)
 
-    precision_plot(summary, report_dir / PLOT_NAME)
+    write_text_atomic(report_dir / PLOT_NAME, precision_svg(summary))
+    (report_dir / "precision_iou.png").unlink(missing_ok=True)  # the plot of reports before 0.2
 
     worst = sorted(rows, key=lambda r: (r["dsb"], str(r["image_id"])))[:max(0, n_worst)]
     png_of: dict[str, str] = {}

@@ -234,6 +234,52 @@ def _train_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, batches
     return running, seen, lr
 
 
+def _validate_and_save(model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig,
+                       post: PostprocessConfig, val_sets: dict, val_loss_data: Dataset, history: list[dict],
+                       out: Path, epoch: int, train_loss: float, lr: float, images_per_s: float, t0: float) -> None:
+    """Validate after ``epoch``, append its history row, keep the weights when the DSB score is the best so
+    far, and write history, plot and training state (rank 0 only)."""
+    metrics = validate(model, config, post, val_sets, val_loss_data)
+    best = max((float(row["val_dsb"]) for row in history), default=-1.0)  # rows read back on resume are text
+    row = {"epoch": epoch + 1, "train_loss": round(train_loss, 6),
+           "val_loss": round(metrics["val_loss"], 6), "val_dsb": round(metrics["val_dsb"], 5),
+           "val_ap50": round(metrics["val_ap50"], 5), "lr": f"{lr:.3g}",
+           "train_images_per_s": round(images_per_s, 2), "seconds": round(time.perf_counter() - t0, 1)}
+    if len(val_sets) > 1:
+        row.update({k: round(v, 5) for k, v in metrics.items() if k.startswith("val_dsb_")})
+    history.append(row)
+    improved = row["val_dsb"] > best
+    if improved:
+        best = row["val_dsb"]
+        save_weights(model, out / WEIGHTS, {"epoch": str(epoch + 1), "val_dsb": f"{best:.5f}"})
+    write_history(history, out / HISTORY)
+    plot_history(history, out / "loss_curve.png")
+    # the training state is written last: it marks the epoch done, so a run killed before it redoes the
+    # epoch on --resume (history is cut back to the state's epoch) and never skips a history row
+    save_training_state(out / STATE, model, optimizer, {"epoch": epoch + 1, "best": best})
+    per_set = "".join(f"  {k[8:]} {v:.4f}" for k, v in row.items() if k.startswith("val_dsb_"))
+    log.info("epoch %d/%d  train loss %.4f  val loss %.4f  val DSB %.4f  AP@0.5 %.4f%s  %.1f img/s  %.0fs%s",
+             epoch + 1, config.epochs, row["train_loss"], row["val_loss"], row["val_dsb"], row["val_ap50"],
+             per_set, row["train_images_per_s"], row["seconds"], "  (best)" if improved else "")
+
+
+def _stale_validations(history: list[dict]) -> int:
+    """Validations since the one with the best DSB score (0 when the last one is the best)."""
+    if not history:
+        return 0
+    scores = [float(row["val_dsb"]) for row in history]
+    return len(scores) - 1 - int(np.argmax(scores))
+
+
+def _agree(flag: bool, device: torch.device) -> bool:
+    """Rank 0's ``flag`` on every rank."""
+    import torch.distributed as dist
+
+    value = torch.tensor([int(flag)], device=device)
+    dist.broadcast(value, src=0)
+    return bool(value.item())
+
+
 def train(data: str | Path | DatasetSpec | list, out_dir: str | Path, config: TrainConfig, resume: bool = False,
           max_epochs_this_run: int | None = None) -> Path:
     """Train a model on one or more DSB- or plain-layout folders into ``out_dir``; returns ``out_dir``.
@@ -343,7 +389,7 @@ def _train(specs: list[DatasetSpec], out: Path, config: TrainConfig, resume: boo
             _validate_and_save(model, optimizer, config, post, val_sets, val_loss_data, history, out, epoch,
                                running / max(seen, 1), lr, seen * world / train_seconds, t0)
             epoch_seconds = max(epoch_seconds, time.perf_counter() - t0)
-            best = max(best, max(row["val_dsb"] for row in history))
+            best = max(best, float(history[-1]["val_dsb"]))
         stale = _stale_validations(history)
         stop = out_of_time or (config.patience > 0 and stale >= config.patience)
         if world > 1:
@@ -353,28 +399,8 @@ def _train(specs: list[DatasetSpec], out: Path, config: TrainConfig, resume: boo
                 log.info("stopping after epoch %d: %s", epoch + 1, "time limit" if out_of_time else
                          f"no better validation DSB score for {stale} validations")
             break
-    dump = os.environ.get(DUMP_RANK_WEIGHTS)
-        row = {"epoch": epoch + 1, "train_loss": round(running / max(seen, 1), 6),
-               "val_loss": round(metrics["val_loss"], 6), "val_dsb": round(metrics["val_dsb"], 5),
-               "val_ap50": round(metrics["val_ap50"], 5), "lr": f"{lr:.3g}",
-               "train_images_per_s": round(seen * world / train_seconds, 2),
-               "seconds": round(time.perf_counter() - t0, 1)}
-        if len(val_sets) > 1:
-            row.update({k: round(v, 5) for k, v in metrics.items() if k.startswith("val_dsb_")})
-        history.append(row)
-        improved = metrics["val_dsb"] > best
-        if improved:
-            best = metrics["val_dsb"]
-            save_weights(model, out / WEIGHTS, {"epoch": str(epoch + 1), "val_dsb": f"{best:.5f}"})
-        write_history(history, out / HISTORY)
-        plot_history(history, out / "loss_curve.png")
-        # the training state is written last: it marks the epoch done, so a run killed before it redoes the
-        # epoch on --resume (history is cut back to the state's epoch) and never skips a history row
-        save_training_state(out / STATE, model, optimizer, {"epoch": epoch + 1, "best": best})
-        per_set = "".join(f"  {k[8:]} {v:.4f}" for k, v in row.items() if k.startswith("val_dsb_"))
-        log.info("epoch %d/%d  train loss %.4f  val loss %.4f  val DSB %.4f  AP@0.5 %.4f%s  %.1f img/s  %.0fs%s",
-                 epoch + 1, config.epochs, row["train_loss"], row["val_loss"], row["val_dsb"], row["val_ap50"],
-                 per_set, row["train_images_per_s"], row["seconds"], "  (best)" if improved else "")
     if rank == 0:
-        log.info("best checkpoint: %s (val DSB %.4f)", out / WEIGHTS, best)
+        on_train = any(s.record.get("validated_on_training_images") for s in sets)
+        log.info("best checkpoint: %s (val DSB %.4f%s)", out / WEIGHTS, best,
+                 ", scored on the training images" if on_train else "")
     return out
