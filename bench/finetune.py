@@ -13,6 +13,7 @@ Smoke run: python bench/finetune.py --sizes 2 --test-limit 2 --epochs 1 --sample
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -84,8 +85,8 @@ def main() -> None:
         wall = time.perf_counter() - t
         seconds, epochs = train_seconds(run / "finetuned")
         rows.append((n, "fine-tuned", wall, epochs, *score(run / "finetuned", test)))
-        scratch = finetune_config(args.model, init="", lr=2e-3, patience=0, **{**overrides, "epochs": epochs},
-                                  time_limit=seconds)
+        scratch = dataclasses.replace(finetune_config(args.model, lr=2e-3, patience=0, time_limit=seconds,
+                                                      **{**overrides, "epochs": epochs}), init="")
         t = time.perf_counter()
         train(data, run / "scratch", scratch)
         rows.append((n, "from scratch", time.perf_counter() - t, train_seconds(run / "scratch")[1],

@@ -5,7 +5,6 @@ A tiny model is trained once per module on synthetic discs, so prediction needs 
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import json
 import logging
