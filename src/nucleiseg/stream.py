@@ -39,8 +39,9 @@ OUT_BLOCK = 2048  # pass-2 and pyramid block size (a multiple of the OME-Zarr ch
 @dataclass(frozen=True)
 class StreamOptions:
     """Outputs and geometry of a streamed run. ``block``: block core in network-scale px (rounded to the
-    tile step); ``halo``: initial halo, doubled up to ``max_halo`` while a nucleus of the core reaches its
-    edge; ``workers``: blocks at a time on local threads."""
+    network stride); ``tile``/``overlap``: the network tiling (``inference.tile_grid``; None: the segmenter's,
+    so streamed labels equal in-memory ones); ``halo``: initial halo, doubled up to ``max_halo`` while a
+    nucleus of the core reaches its edge; ``workers``: blocks at a time on local threads."""
 
     output_format: str = "zarr"  # zarr | tiff
     geojson: bool = False
@@ -48,8 +49,8 @@ class StreamOptions:
     scheduler: str | None = None
     workers: int = 2
     block: int = 3072
-    tile: int = 576
-    overlap: int = 64
+    tile: int | None = None
+    overlap: int | None = None
     halo: int = 128
     max_halo: int = 1024
 
@@ -168,13 +169,16 @@ def _plan(source: SlideSource, seg: "Segmenter", options: StreamOptions, factor:
     from .scale import scaled_shape
 
     stride = seg.config.model.stride
-    tile = max(2 * stride, -(-options.tile // stride) * stride)
-    overlap = min(options.overlap, tile // 4)
-    step = tile - overlap
-    core = max(step, options.block // step * step)
+    tile = seg.tile if options.tile is None else options.tile
+    overlap = seg.overlap if options.overlap is None else options.overlap
+    core = max(stride, options.block // stride * stride)
+    chunks = -(-core // 1024)  # key chunks of at most 1024 px that divide the core (blocks never share one)
+    while core % chunks:
+        chunks += 1
     shape = scaled_shape(source.shape, factor)
     keys = work / "keys.zarr"
-    zarr.create_array(str(keys), shape=shape, chunks=(step, step), dtype="uint64", fill_value=0, zarr_format=2)
+    zarr.create_array(str(keys), shape=shape, chunks=(core // chunks,) * 2, dtype="uint64", fill_value=0,
+                      zarr_format=2)
     parts = work / "parts"
     parts.mkdir()
     return Plan(source, shape, factor, core, tile, overlap, options.halo, max(options.halo, options.max_halo), stats,

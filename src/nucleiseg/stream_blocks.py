@@ -1,9 +1,10 @@
 """One block of a streamed slide: probabilities on a global tile grid, instances, ownership, outputs.
 
-Every pixel's probability comes from the same network tile (a grid fixed on the whole image, not on the
-block), so two blocks that both see a nucleus see it identically. A nucleus gets the
-key ``y * W + x + 1`` of its first pixel (row-major, network-scale frame); the block whose core holds that
-pixel owns it (counts it, measures it, draws its outline); every block writes the keys of its core pixels.
+Every pixel's probability comes from the same network tiles with the same weights (``inference.tile_grid``,
+fixed on the whole image, not on the block), so two blocks that both see a nucleus see it identically, and
+see it as in-memory prediction does. A nucleus gets the key ``y * W + x + 1`` of its first pixel (row-major,
+network-scale frame); the block whose core holds that pixel owns it (counts it, measures it, draws its
+outline); every block writes the keys of its core pixels.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import numpy as np
 
 from .postprocess import cut_objects
 from .representations import representation
-from .transforms import normalize
 
 if TYPE_CHECKING:
     from .segmenter import Segmenter
@@ -71,8 +71,8 @@ class Plan:
     source: "SlideSource"
     shape: tuple[int, int]  # network-scale image shape
     factor: float  # network scale / full resolution
-    core: int  # block core size (a multiple of the tile step)
-    tile: int
+    core: int  # block core size (a multiple of the keys' chunk)
+    tile: int  # ``inference.tile_grid`` tile and overlap
     overlap: int
     halo: int  # initial halo; doubled up to max_halo while a nucleus in the core reaches the region's edge
     max_halo: int
@@ -133,49 +133,17 @@ def read_scaled(source: "SlideSource", box: tuple[int, int, int, int], factor: f
                      for c in range(window.shape[-1])], axis=-1)
 
 
-def _pad(x: np.ndarray, h: int, w: int) -> np.ndarray:
-    ph, pw = h - x.shape[0], w - x.shape[1]
-    if not (ph or pw):
-        return x
-    mode = "reflect" if ph < x.shape[0] and pw < x.shape[1] else "edge"
-    return np.pad(x, ((0, ph), (0, pw), (0, 0)), mode=mode)
-
-
-def _owner_tiles(lo: int, hi: int, step: int, half: int) -> list[int]:
-    """Indices of the global tiles whose own zones meet [lo, hi): tile i starts at i * step and owns
-    [i * step + half, (i + 1) * step + half) (tile 0 from 0), so every pixel is at least ``half`` px from the
-    edge of its tile, except at the image's edges."""
-    return list(range(max(0, (lo - half) // step), max(0, (hi - 1 - half) // step) + 1))
-
-
 def region_probabilities(plan: Plan, seg: "Segmenter", box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(C, h, w) probabilities of ``box`` and its (h, w, 3) image. Each pixel takes the output of the one
-    global tile that owns it (tiles overlap by ``plan.overlap``; seams lie mid-overlap), so a pixel's value is
-    the same whichever block computes it."""
-    from .inference import _run_batch
+    """(C, h, w) probabilities of ``box`` and its (h, w, 3) image, from the tiles of the grid that
+    ``inference.tile_grid`` lays on the whole image (the one in-memory prediction uses), so a pixel's value is
+    the same whichever block computes it, and the same as in memory."""
+    from .inference import run_tiles, tile_grid
 
     y0, y1, x0, x1 = box
-    H, W = plan.shape
-    T, half = plan.tile, plan.overlap // 2
-    step = T - plan.overlap
-    ys, xs = _owner_tiles(y0, y1, step, half), _owner_tiles(x0, x1, step, half)
-    ry0, ry1 = ys[0] * step, min(H, ys[-1] * step + T)
-    rx0, rx1 = xs[0] * step, min(W, xs[-1] * step + T)
+    grid = tile_grid(plan.shape, seg.config.model.stride, plan.tile, plan.overlap)
+    ry0, ry1, rx0, rx1 = grid.source_box(box)
     image = read_scaled(plan.source, (ry0, ry1, rx0, rx1), plan.factor)
-    out = np.zeros((seg.config.model.out_channels, y1 - y0, x1 - x0), np.float32)
-    mode = seg.config.normalization
-    for i in ys:
-        for j in xs:
-            y, x = i * step, j * step
-            # the tile's own zone inside the box
-            oy0, oy1 = max(y0, y + half if i else 0), min(y1, y + half + step)
-            ox0, ox1 = max(x0, x + half if j else 0), min(x1, x + half + step)
-            if oy0 >= oy1 or ox0 >= ox1:
-                continue
-            tile = image[y - ry0: y - ry0 + T, x - rx0: x - rx0 + T]
-            batch = _pad(normalize(tile, mode, plan.stats), T, T).transpose(2, 0, 1)[None]
-            prob = _run_batch(seg.model, np.ascontiguousarray(batch), seg.tta)[0]
-            out[:, oy0 - y0: oy1 - y0, ox0 - x0: ox1 - x0] = prob[:, oy0 - y: oy1 - y, ox0 - x: ox1 - x]
+    out = run_tiles(seg.model, grid, image, (ry0, rx0), box, seg.config.normalization, plan.stats, seg.tta)
     return out, image[y0 - ry0: y1 - ry0, x0 - rx0: x1 - rx0]
 
 

@@ -82,7 +82,8 @@ class FinetuneWidget(Container):
         self.extend([self._image, self._labels, self._model, self._out, self._minutes, self._run, self._progress,
                      self._status])
         self._run.changed.connect(self.start)
-        MODELS.added.connect(lambda _folder: self._model.reset_choices())
+        MODELS.added.connect(self._refresh)
+        self.native.destroyed.connect(lambda *_: MODELS.added.disconnect(self._refresh))  # viewer closed
         self._lines: queue.Queue = queue.Queue()
         self._handler = _QueueHandler(self._lines)
         from qtpy.QtCore import QTimer
@@ -119,6 +120,9 @@ class FinetuneWidget(Container):
         self._status.value = f"fine-tuning into {out}..."
         self._timer.start()
         self.worker.start()
+
+    def _refresh(self, _folder: str) -> None:
+        self._model.reset_choices()
 
     def _poll(self) -> None:
         while not self._lines.empty():

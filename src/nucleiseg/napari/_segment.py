@@ -63,6 +63,7 @@ class SegmentWidget(Container):
         self._folder.changed.connect(self._add_folder)
         self._run.changed.connect(self.start)
         MODELS.added.connect(self._offer)
+        self.native.destroyed.connect(lambda *_: MODELS.added.disconnect(self._offer))  # viewer closed
 
     def _add_folder(self) -> None:
         folder = self._folder.value
