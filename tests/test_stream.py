@@ -111,6 +111,27 @@ def test_stream_equals_in_memory(tmp_path: Path) -> None:
                                                                    "slide_nuclei.csv"]
 
 
+def test_large_measurement_table_is_parquet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyarrow.parquet as pq
+
+    from nucleiseg import stream
+    from nucleiseg.stream import StreamOptions, segment_slide
+
+    image = disc_image((700, 600), 120, seed=3)
+    seg = disc_segmenter()
+    src = write_tiff(tmp_path / "slide.tif", image)
+    as_csv = segment_slide(src, tmp_path / "csv", seg, StreamOptions(measure=True, **OPTIONS))
+    monkeypatch.setattr(stream, "PARQUET_MIN_ROWS", 10)
+    as_parquet = segment_slide(src, tmp_path / "pq", seg, StreamOptions(measure=True, **OPTIONS))
+    assert as_csv.measurements.suffix == ".csv" and as_parquet.measurements.name == "slide_nuclei.parquet"
+    table = pq.read_table(as_parquet.measurements).to_pydict()
+    rows = [line.split(",") for line in as_csv.measurements.read_text().splitlines()]
+    assert list(table) == rows[0] and len(table["label"]) == len(rows) - 1 == as_csv.nuclei > 10
+    assert table["label"] == [int(r[0]) for r in rows[1:]]
+    assert table["area"] == [int(r[1]) for r in rows[1:]]
+    assert np.allclose(table["centroid_x"], [float(r[3]) for r in rows[1:]], atol=1e-4)
+
+
 def test_ome_zarr_pyramid_and_tiff_output(tmp_path: Path) -> None:
     import zarr
 

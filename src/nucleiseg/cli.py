@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="average the 8 flips/rotations (default: the model's setting)")
     p.add_argument("--rle", type=Path, help="also write a Kaggle submission CSV")
     p.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png")
-    p.add_argument("--measure", action="store_true", help="also write <name>_nuclei.csv measurements")
+    p.add_argument("--measure", action="store_true", help="also write <name>_nuclei.csv measurements (Parquet for slides with over 200,000 nuclei)")
     p.add_argument("--shard", type=_shard, help="process only shard K of N of the inputs (K/N)")
     p.add_argument("--backend", choices=("onnx", "torch"), default="onnx",
                    help="onnx: the model's model.onnx in onnxruntime (default); torch: PyTorch (nucleiseg[train])")

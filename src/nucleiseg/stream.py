@@ -151,7 +151,7 @@ def segment_slide(path: str | Path, out_dir: str | Path, seg: "Segmenter", optio
             nuclei = int(offsets[-1]) + len(orphans)
             labels = _write_labels(plan, options, compute, delayed, offsets, owned, orphans, nuclei, results, out)
         geo = _assemble_geojson(plan, offsets, out / f"{source.name}.geojson") if options.geojson else None
-        table = _assemble_measurements(plan, offsets, out / f"{source.name}_nuclei.csv", diameter) \
+        table = _assemble_measurements(plan, offsets, out / f"{source.name}_nuclei", diameter) \
             if options.measure else None
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -284,18 +284,45 @@ def _assemble_geojson(plan: Plan, offsets: np.ndarray, path: Path) -> Path:
     return path
 
 
-def _assemble_measurements(plan: Plan, offsets: np.ndarray, path: Path, diameter: float) -> Path:
-    """The per-nucleus table with global ids and coordinates, written block after block."""
+# Above this many nuclei the table is written as Parquet (when pyarrow is installed): a 100k x 100k slide has
+# millions of nuclei, a CSV of several hundred MB that spreadsheet tools cannot open anyway.
+PARQUET_MIN_ROWS = 200_000
+
+
+def _assemble_measurements(plan: Plan, offsets: np.ndarray, stem: Path, diameter: float) -> Path:
+    """The per-nucleus table with global ids and coordinates, written block after block: ``<stem>.csv``, or
+    ``<stem>.parquet`` for more than PARQUET_MIN_ROWS nuclei when pyarrow is installed."""
     from .atomic import atomic_path
     from .measure import COLUMNS
 
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(COLUMNS)
+    def blocks() -> Iterator[dict[str, np.ndarray]]:
         for start, part in _owned_parts(plan, offsets, ".npz"):
             table = dict(np.load(part))
             table["label"] = np.arange(start + 1, start + 1 + len(table["label"]))
             table["image_nucleus_diameter"] = np.full(len(table["label"]), diameter or np.nan)
-            for row in zip(*(table[c] for c in COLUMNS)):
+            yield {c: table[c] for c in COLUMNS}
+
+    rows = int(offsets[-1])
+    if rows > PARQUET_MIN_ROWS:
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            log.info("%d nuclei: writing CSV; pip install pyarrow for a Parquet table", rows)
+        else:
+            path = stem.with_suffix(".parquet")
+            integer = {c for c in COLUMNS if c in ("label", "area") or c.startswith("bbox_")}
+            schema = pa.schema([(c, pa.int64() if c in integer else pa.float64()) for c in COLUMNS])
+            with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+                for block in blocks():
+                    writer.write_table(pa.table({c: block[c].astype(np.int64 if c in integer else np.float64)
+                                                 for c in COLUMNS}, schema=schema))
+            return path
+    path = stem.with_suffix(".csv")
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(COLUMNS)
+        for block in blocks():
+            for row in zip(*block.values()):
                 writer.writerow([int(v) if isinstance(v, (np.integer, int)) else f"{float(v):.4f}" for v in row])
     return path
