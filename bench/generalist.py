@@ -88,6 +88,7 @@ def scale_curve(seg, mode: str) -> None:
 
 
 def decoder_ablation(seg) -> None:
+    from nucleiseg.postprocess import decoding_grid, scaled_sizes
     from nucleiseg.representations import distance_watershed, seeded_watershed
     from nucleiseg.scale import labels_to_shape, resize_raw, scale_factor
 
@@ -96,13 +97,14 @@ def decoder_ablation(seg) -> None:
         for item in items_of(name):
             image, labels = load_item_cached(item)
             factor = scale_factor(median_diameter(labels), seg.config.canonical_diameter)
-            probs.append((name, factor, seg.probabilities(resize_raw(image[..., :3], factor))))
+            grid, area = decoding_grid(seg.probabilities(resize_raw(image[..., :3], factor)), labels.shape)
+            probs.append((name, area, grid))
             truths.append(labels)
 
     def mean_score(decode, post) -> float:
         per = collections.defaultdict(list)
-        for (name, _, p), truth in zip(probs, truths):
-            per[name].append(score_image(truth, labels_to_shape(decode(p, post), truth.shape))["dsb"])
+        for (name, area, p), truth in zip(probs, truths):
+            per[name].append(score_image(truth, labels_to_shape(decode(p, scaled_sizes(post, area)), truth.shape))["dsb"])
         return float(np.mean([np.mean(v) for v in per.values()]))
 
     decoders = {

@@ -33,6 +33,29 @@ def test_labels_to_shape_keeps_ids_and_drops_vanished_nuclei():
     assert small.max() == 2 and set(np.unique(small)) == {0, 1, 2}
 
 
+def test_shrunk_image_probabilities_are_decoded_on_the_full_resolution_grid():
+    from nucleiseg.postprocess import decoding_grid, labels_on_grid
+    from nucleiseg.representations import representation
+    from nucleiseg.scale import resize_raw
+
+    truth = disc_labels((240, 240), [(60, 60, 30), (60, 170, 25), (170, 110, 35)])
+    small = labels_to_shape(truth, (80, 80))  # probabilities of the image shrunk 3x
+    prob = representation("distance").make_target(small).astype(np.float32)
+    grid, area = decoding_grid(prob, truth.shape)
+    assert grid.shape == (3, 240, 240) and area == pytest.approx(9.0)
+    post = PostprocessConfig(mask_threshold=0.5, seed_threshold=0.5, min_seed_size=2, min_size=10)
+    fine = labels_on_grid(prob, post, truth.shape, targets="distance")
+    blocky = labels_to_shape(distance_watershed(prob[0], prob[2], post), truth.shape)
+    assert fine.max() == blocky.max() == 3
+    # interpolated probabilities give outlines closer to the truth than nearest-neighbour labels
+    assert ((fine > 0) != (truth > 0)).sum() < 0.8 * ((blocky > 0) != (truth > 0)).sum()
+    # probabilities of an enlarged image are decoded at the network's scale and resized down
+    big = representation("distance").make_target(labels_to_shape(truth, (480, 480))).astype(np.float32)
+    assert decoding_grid(big, truth.shape)[1] == 1.0
+    assert labels_on_grid(big, post, truth.shape, targets="distance").shape == truth.shape
+    assert resize_raw(np.ones((4, 4, 3)), 1.0).shape == (4, 4, 3)
+
+
 def test_sample_windows_cover_small_images_whole_and_sample_large_ones():
     assert sample_windows((500, 700)) == [(slice(0, 500), slice(0, 700))]
     windows = sample_windows((5000, 6000), size=1024)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from .config import PostprocessConfig
@@ -34,6 +36,38 @@ def cut_objects(local: np.ndarray, box: tuple[int, int, int, int], shape: tuple[
     in_core = np.zeros(int(local.max()) + 1, bool)
     in_core[local[core]] = True
     return on_edge[in_core[on_edge]]
+
+
+def decoding_grid(prob: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, float]:
+    """Probabilities computed on a rescaled copy of an image of ``shape``, on the grid to decode them on: the
+    finer of the two. Those of a shrunk image are interpolated back up (so outlines are not blocky), those of
+    an enlarged image stay as they are. Returns them and the area ratio of that grid to the network's."""
+    h, w = prob.shape[1:]
+    if h * w >= shape[0] * shape[1]:
+        return prob, 1.0
+    from scipy.ndimage import zoom
+
+    up = np.stack([zoom(c, (shape[0] / h, shape[1] / w), order=1, mode="nearest", grid_mode=True)
+                   for c in prob]).astype(np.float32, copy=False)
+    return up, shape[0] * shape[1] / (h * w)
+
+
+def scaled_sizes(post: PostprocessConfig, area: float) -> PostprocessConfig:
+    """Thresholds with the minimum sizes (px) multiplied by ``area``, for a grid that much finer."""
+    if area == 1.0:
+        return post
+    return replace(post, min_size=int(round(post.min_size * area)),
+                   min_seed_size=int(round(post.min_seed_size * area)))
+
+
+def labels_on_grid(prob: np.ndarray, post: PostprocessConfig, shape: tuple[int, int],
+                   targets: str | None = None) -> np.ndarray:
+    """Instances on an image's own ``shape`` from probabilities computed on a rescaled copy of it (decoded on
+    the finer grid, see ``decoding_grid``; labels of an enlarged image resized down by nearest neighbour)."""
+    from .scale import labels_to_shape
+
+    grid, area = decoding_grid(prob, shape)
+    return labels_to_shape(probabilities_to_labels(grid, scaled_sizes(post, area), targets=targets), shape)
 
 
 def probabilities_to_labels(prob: np.ndarray, post: PostprocessConfig, block: int = 2048, margin: int = 128,

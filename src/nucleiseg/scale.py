@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-# Within this factor of the canonical diameter an image is used as it is: the network is trained with scale
-# jitter of at least this much, and skipping the resize keeps the common case one pass at native size.
-DEAD_BAND = 1.25
+# Within this factor of the canonical diameter an image is used as it is: the default preset trains with this
+# much scale jitter, and skipping the resize keeps the common case one pass at native size.
+DEAD_BAND = 1.4
 MIN_FACTOR, MAX_FACTOR = 0.1, 4.0
 
 

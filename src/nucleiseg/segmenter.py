@@ -12,9 +12,9 @@ from .config import PostprocessConfig, TrainConfig
 from .data import median_diameter
 from .errors import NucleisegError
 from .inference import DEFAULT_OVERLAP, DEFAULT_TILE, predict_probabilities
-from .postprocess import probabilities_to_labels
+from .postprocess import labels_on_grid, probabilities_to_labels
 from .runners import Runner, torch_runner
-from .scale import labels_to_shape, resize_raw, sample_windows, scale_factor
+from .scale import DEAD_BAND, resize_raw, sample_windows, scale_factor
 from .transforms import as_rgb
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,13 @@ class Segmenter:
         return probabilities_to_labels(self.probabilities(resize_raw(image, factor)), self.post,
                                        targets=self.config.targets)
 
+    def _labels_on_grid(self, image: np.ndarray, factor: float) -> np.ndarray:
+        """Labels of ``image`` segmented after resizing it by ``factor``, on the image's own grid."""
+        if factor == 1.0:
+            return self._labels_at(image, 1.0)
+        return labels_on_grid(self.probabilities(resize_raw(image, factor)), self.post, image.shape[:2],
+                              targets=self.config.targets)
+
     def segment_with_diameter(self, image: np.ndarray) -> tuple[np.ndarray, float]:
         """(H, W) or (H, W, C) image to (labels, nucleus diameter in px used for scaling; 0 if unscaled)."""
         image = as_rgb(image)
@@ -63,8 +70,7 @@ class Segmenter:
             return self._labels_at(image, 1.0), 0.0
         if self.diameter != "auto":
             diameter = float(self.diameter)
-            factor = scale_factor(diameter, canonical)
-            return labels_to_shape(self._labels_at(image, factor), image.shape[:2]), diameter
+            return self._labels_on_grid(image, scale_factor(diameter, canonical)), diameter
         windows = sample_windows(image.shape[:2])
         whole = len(windows) == 1
         # first pass at the image's own scale; when the nuclei already have about the canonical size it is the
@@ -74,14 +80,13 @@ class Segmenter:
         factor = scale_factor(diameter, canonical)
         if factor == 1.0 and whole:
             return first[0], diameter
-        labels = self._labels_at(image, factor)
-        seen = median_diameter(labels) / factor
-        refined = scale_factor(seen, canonical)
-        if refined != 1.0 and seen > 0 and abs(np.log(seen / diameter)) > np.log(1.25):
+        labels = self._labels_on_grid(image, factor)
+        seen = median_diameter(labels)
+        if scale_factor(seen, canonical) != 1.0 and seen > 0 and abs(np.log(seen / diameter)) > np.log(DEAD_BAND):
             diameter, factor = seen, scale_factor(seen, canonical)
-            labels = self._labels_at(image, factor)
+            labels = self._labels_on_grid(image, factor)
         log.debug("nucleus diameter %.1f px: image resized x%.2f", diameter, factor)
-        return labels_to_shape(labels, image.shape[:2]), diameter
+        return labels, diameter
 
     def segment(self, image: np.ndarray) -> np.ndarray:
         """(H, W) or (H, W, C) image to an (H, W) int32 label image (0 background, 1..N nuclei)."""

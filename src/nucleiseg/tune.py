@@ -7,7 +7,7 @@ import dataclasses
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ from .checkpoint import THRESHOLDS
 from .config import PostprocessConfig, save_postprocess
 from .data import dataset_name, list_dataset, load_item_cached, median_diameter, train_val_split
 from .metrics import score_image
-from .postprocess import probabilities_to_labels
+from .postprocess import decoding_grid, probabilities_to_labels, scaled_sizes
 from .representations import representation
 from .scale import labels_to_shape, resize_raw, scale_factor
 from .transforms import as_rgb
@@ -47,17 +47,20 @@ def inert_thresholds(targets: str, post: PostprocessConfig) -> list[str]:
 
 @dataclass
 class ValSet:
-    """One dataset's validation images: probabilities at the model's scale, and the true labels."""
+    """One dataset's validation images: probabilities on their decoding grid (``postprocess.decoding_grid``),
+    the true labels, and each grid's area ratio to the network's (minimum sizes scale with it; 1 if empty)."""
 
     name: str
     probs: list[np.ndarray]
     truths: list[np.ndarray]
+    areas: list[float] = field(default_factory=list)
 
 
 def mean_score(sets: Sequence[ValSet], post: PostprocessConfig, targets: str | None = None) -> float:
     """Mean over datasets of each dataset's mean DSB score, labels mapped back to the truth's shape."""
-    per_set = [np.mean([score_image(t, labels_to_shape(probabilities_to_labels(p, post, targets=targets),
-                                                       t.shape))["dsb"] for p, t in zip(s.probs, s.truths)])
+    per_set = [np.mean([score_image(t, labels_to_shape(probabilities_to_labels(p, scaled_sizes(post, area),
+                                                                               targets=targets), t.shape))["dsb"]
+                        for p, t, area in zip(s.probs, s.truths, s.areas or [1.0] * len(s.probs))])
                for s in sets]
     return float(np.mean(per_set))
 
@@ -151,11 +154,13 @@ def tune(run_dir: str | Path, data: str | os.PathLike[str] | Sequence[str | os.P
     for folder in folders:
         items = list_dataset(folder)
         _, val_items = train_val_split(items, seg.config.val_fraction, seg.config.seed)
-        val = ValSet(dataset_name(Path(folder), items), [], [])
+        val = ValSet(dataset_name(Path(folder), items), [], [], [])
         for item in tqdm(val_items, desc=f"probabilities {val.name}", unit="img", disable=None):
             image, labels = load_item_cached(item)
-            val.probs.append(scaled_probabilities(seg, image, labels))
+            grid, area = decoding_grid(scaled_probabilities(seg, image, labels), labels.shape)
+            val.probs.append(grid)
             val.truths.append(labels)
+            val.areas.append(area)
         sets.append(val)
     targets = seg.config.targets
     before = mean_score(sets, seg.post, targets)
