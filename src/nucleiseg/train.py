@@ -390,6 +390,9 @@ def _train(specs: list[DatasetSpec], out: Path, config: TrainConfig, resume: boo
                                running / max(seen, 1), lr, seen * world / train_seconds, t0)
             epoch_seconds = max(epoch_seconds, time.perf_counter() - t0)
             best = max(best, float(history[-1]["val_dsb"]))
+        elif rank == 0:  # no validation this epoch: still say how far the run is
+            log.info("epoch %d/%d  train loss %.4f  %.1f img/s  %.0fs  (validated every %d epochs)", epoch + 1,
+                     last_epoch, running / max(seen, 1), seen * world / train_seconds, train_seconds, config.val_every)
         stale = _stale_validations(history)
         stop = out_of_time or (config.patience > 0 and stale >= config.patience)
         if world > 1:
