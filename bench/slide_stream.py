@@ -1,7 +1,7 @@
 """Whole-slide streaming: peak memory and speed against image size, and Dask scaling over worker processes.
 
 Run:
-  python bench/slide_stream.py sizes [--sizes 2048 4096 10000 20000 40000] [--format zarr] [--geojson]
+  python bench/slide_stream.py sizes [--sizes 2048 4096 10000 20000 40000] [--format zarr] [--geojson] [--model DIR]
   python bench/slide_stream.py dask [--size 8192] [--workers 1 2]
   python bench/slide_stream.py memory [--sizes 10000 20000]   # stand-in network: memory of everything else
 Each size builds a tiled, zlib-compressed BigTIFF mosaic of the bundled sample's fluorescence crops under
@@ -70,6 +70,7 @@ def bench_sizes(args: argparse.Namespace) -> None:
         try:
             image = write_mosaic(tmp / f"slide{size}.tif", size)
             extra = ["--output-format", args.format] + (["--geojson"] if args.geojson else [])
+            extra += ["--model", args.model] if args.model else []
             seconds, peak = run_predict(image, tmp / "out", extra)
             mp = size * size / 1e6
             print(f"{size:>7} {mp:>7.0f} {seconds:>8.1f} {mp / seconds:>6.2f} {peak:>12.2f}", flush=True)
@@ -144,6 +145,7 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096, 10000, 20000])
     p.add_argument("--format", choices=("zarr", "tiff"), default="zarr")
     p.add_argument("--geojson", action="store_true")
+    p.add_argument("--model", help="model folder (default: the bundled model)")
     p = sub.add_parser("dask")
     p.add_argument("--size", type=int, default=8192)
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
