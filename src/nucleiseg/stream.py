@@ -10,6 +10,7 @@ input and write the output themselves (so both must be on a filesystem the worke
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import csv
 import json
@@ -147,6 +148,8 @@ def segment_slide(path: str | Path, out_dir: str | Path, seg: "Segmenter", optio
                      *source.shape, diameter, factor, *plan.blocks)
             results = compute([delayed(run_block)(plan, model_ref, by, bx)
                                for by in range(plan.blocks[0]) for bx in range(plan.blocks[1])])
+            halos = collections.Counter(r.halo for r in results)
+            log.info("halo per block: %s", ", ".join(f"{h} px x{n}" for h, n in sorted(halos.items())))
             offsets, owned, orphans = _number(plan, results)
             nuclei = int(offsets[-1]) + len(orphans)
             labels = _write_labels(plan, options, compute, delayed, offsets, owned, orphans, nuclei, results, out)
