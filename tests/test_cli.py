@@ -9,9 +9,9 @@ import tifffile
 from conftest import SAMPLE, run_cli
 from PIL import Image
 
-# DSB score of the bundled model on the bundled sample (measured 0.502 with `nucleiseg predict` defaults);
-# re-measure when the bundled model changes
-SAMPLE_DSB_FLOOR = 0.49
+# DSB score of the bundled model on the bundled sample (measured 0.431 with `nucleiseg predict` defaults for
+# the generalist, 0.502 for 0.1.0's model); re-measure when the bundled model changes
+SAMPLE_DSB_FLOOR = 0.41
 
 
 def run(*args, check=True):
