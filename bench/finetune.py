@@ -55,6 +55,11 @@ def train_seconds(run: Path) -> tuple[float, int]:
     return sum(float(r["seconds"]) for r in rows), len(rows)
 
 
+def row_text(n, name: str, wall: float, epochs: int, dsb: float, ap50: float) -> str:
+    """One Markdown table row of the result."""
+    return f"| {n} | {name} | {wall / 60:.1f} min | {epochs} | {dsb:.3f} | {ap50:.3f} |"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA / "coelho2009_u2os")
@@ -76,7 +81,7 @@ def main() -> None:
 
     t = time.perf_counter()
     rows = [("-", "bundled" if args.model == "default" else args.model, 0.0, 0, *score(None if args.model == "default" else args.model, test))]
-    print(f"scored the starting model in {time.perf_counter() - t:.0f}s", flush=True)
+    print(f"scored the starting model in {time.perf_counter() - t:.0f}s:", row_text(*rows[0]), flush=True)
     for n in args.sizes:
         run = args.out / f"n{n}"
         data = link_subset(pool[:n], run / "data")
@@ -91,13 +96,14 @@ def main() -> None:
         train(data, run / "scratch", scratch)
         rows.append((n, "from scratch", time.perf_counter() - t, train_seconds(run / "scratch")[1],
                      *score(run / "scratch", test)))
-        print(f"done with {n} images", flush=True)
+        for row in rows[-2:]:
+            print("row:", row_text(*row), flush=True)
 
     print(f"\n{args.data.name}, scored on {len(test)} images outside the pool (--diameter auto)\n")
     print("| training images | model | wall time | epochs | DSB score | AP@0.5 |")
     print("|---|---|---|---|---|---|")
-    for n, name, wall, epochs, dsb, ap50 in rows:
-        print(f"| {n} | {name} | {wall / 60:.1f} min | {epochs} | {dsb:.3f} | {ap50:.3f} |")
+    for row in rows:
+        print(row_text(*row))
 
 
 if __name__ == "__main__":

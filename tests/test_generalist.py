@@ -224,3 +224,45 @@ def test_validation_feeds_batches_to_the_models_device(monkeypatch):
     monkeypatch.setattr(train_module, "representation", lambda name: Recorder())
     assert train_module.validation_loss(model, config, [data[0], data[1]]) == pytest.approx(0.5)
     assert seen == [("meta", "meta")]
+
+
+def _fragmenting_segmenter(diameter: float):
+    """A Segmenter whose stand-in "network" sees the image's nuclei (``diameter`` px at scale 1) whole while
+    they are at most 30 px across at the scale it is run at, and as a grid of 24-px fragments when larger,
+    as a network trained on 16-px nuclei does; returns (segmenter, scales it was run at)."""
+    from nucleiseg.segmenter import Segmenter
+
+    seen: list[float] = []
+
+    class Fragmenting(Segmenter):
+        def _labels_at(self, image, factor):
+            seen.append(factor)
+            h, w = max(1, round(image.shape[0] * factor)), max(1, round(image.shape[1] * factor))
+            d = diameter * factor
+            size = d if d <= 30 else 24.0
+            step = int(size * 1.5) + 1  # a grid of discs, one per step x step cell
+            yy, xx = np.mgrid[:h, :w]
+            inside = (yy % step - step / 2) ** 2 + (xx % step - step / 2) ** 2 <= (size / 2) ** 2
+            return np.where(inside, (yy // step) * (w // step + 1) + xx // step + 1, 0).astype(np.int32)
+
+    class NoNetwork:
+        def run(self, batch):
+            raise AssertionError("not used")
+
+    return Fragmenting(NoNetwork(), dataclasses.replace(preset("tiny"), canonical_diameter=16.0),
+                       PostprocessConfig()), seen
+
+
+@pytest.mark.parametrize("diameter", [8.0, 16.0, 26.0, 45.0, 110.0])
+def test_auto_diameter_looks_coarser_while_nuclei_look_larger_than_canonical(diameter):
+    seg, seen = _fragmenting_segmenter(diameter)
+    estimate = seg.estimate_diameter(np.zeros((1024, 1024, 3), np.uint8))
+    assert estimate == pytest.approx(diameter, rel=0.1)
+    # small and canonical nuclei cost one pass; only larger ones are looked at again, coarser
+    assert seen == [1.0] if diameter <= 16 else len(seen) > 1 and seen[-1] < 1
+
+
+def test_auto_diameter_stops_at_small_images():
+    seg, seen = _fragmenting_segmenter(110.0)
+    seg.estimate_diameter(np.zeros((200, 200, 3), np.uint8))
+    assert min(seen) * 200 >= 64  # never segments a copy under 64 px

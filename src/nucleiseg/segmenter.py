@@ -19,6 +19,9 @@ from .transforms import as_rgb
 
 log = logging.getLogger(__name__)
 
+PROBE_LARGER = 1.25  # nuclei found over this multiple of the canonical diameter may be fragments: look coarser
+MIN_PROBE = 0.125  # the coarsest probe: nuclei up to about 8 x 1.25 x canonical (160 px at 16) are measured
+
 
 @dataclass
 class Segmenter:
@@ -73,13 +76,11 @@ class Segmenter:
             return self._labels_on_grid(image, scale_factor(diameter, canonical)), diameter
         windows = sample_windows(image.shape[:2])
         whole = len(windows) == 1
-        # first pass at the image's own scale; when the nuclei already have about the canonical size it is the
-        # result, otherwise rescale and check the size once more at the new scale
-        first = [self._labels_at(image[w], 1.0) for w in windows]
-        diameter = float(np.median([median_diameter(lab) for lab in first]))
+        probes = [self._probe_diameter(image[w]) for w in windows]
+        diameter = float(np.median([d for d, _ in probes]))
         factor = scale_factor(diameter, canonical)
         if factor == 1.0 and whole:
-            return first[0], diameter
+            return probes[0][1], diameter
         labels = self._labels_on_grid(image, factor)
         seen = median_diameter(labels)
         if scale_factor(seen, canonical) != 1.0 and seen > 0 and abs(np.log(seen / diameter)) > np.log(DEAD_BAND):
@@ -87,6 +88,28 @@ class Segmenter:
             labels = self._labels_on_grid(image, factor)
         log.debug("nucleus diameter %.1f px: image resized x%.2f", diameter, factor)
         return labels, diameter
+
+    def estimate_diameter(self, image: np.ndarray) -> float:
+        """Median nucleus diameter (px) of an (H, W, 3) image, as ``diameter="auto"`` estimates it."""
+        return self._probe_diameter(as_rgb(image))[0]
+
+    def _probe_diameter(self, image: np.ndarray) -> tuple[float, np.ndarray]:
+        """(diameter, labels at the image's own scale). The network sees nuclei much larger than its canonical
+        size as fragments of about 1.5-2x that size, never as whole nuclei; so while what it finds is over
+        1.25x canonical, the image is halved and segmented again (down to 1/8), and the first scale at which
+        the nuclei look no larger gives the estimate. The halvings cost at most a third of the first pass."""
+        native = self._labels_at(image, 1.0)
+        diameter = median_diameter(native)
+        factor = 1.0
+        while diameter * factor > PROBE_LARGER * self.config.canonical_diameter and factor > MIN_PROBE:
+            factor /= 2
+            if min(image.shape[:2]) * factor < 64:
+                break
+            found = median_diameter(self._labels_at(image, factor))
+            if not found:
+                break
+            diameter = found / factor
+        return diameter, native
 
     def segment(self, image: np.ndarray) -> np.ndarray:
         """(H, W) or (H, W, C) image to an (H, W) int32 label image (0 background, 1..N nuclei)."""

@@ -92,9 +92,7 @@ def dask_compute(scheduler: str | None, workers: int) -> Iterator[Callable[[list
 
 
 def _window_diameter(source: SlideSource, model_ref: Any, box: tuple[int, int, int, int]) -> float:
-    from .data import median_diameter
-
-    return median_diameter(get_model(model_ref)._labels_at(source.read(*box), 1.0))
+    return get_model(model_ref).estimate_diameter(source.read(*box))
 
 
 def _scale(source: SlideSource, seg: "Segmenter", model_ref: Any, compute, delayed) -> tuple[float, float]:
