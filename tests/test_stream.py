@@ -193,3 +193,34 @@ def test_cli_zarr_and_geojson(tmp_path: Path) -> None:
     labels = read_zarr_labels(out / "cells.ome.zarr")
     features = json.loads((out / "cells.geojson").read_text())["features"]
     assert labels.shape == (300, 280) and len(features) == labels.max() > 0
+
+
+def test_block_threads_share_the_network_one_batch_at_a_time() -> None:
+    import threading
+    import time
+
+    from nucleiseg.stream_blocks import OneAtATime
+
+    running, most = [0], [0]
+    guard = threading.Lock()
+
+    class Slow:
+        device = "cpu"
+
+        def run(self, batch: np.ndarray) -> np.ndarray:
+            with guard:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            time.sleep(0.05)
+            with guard:
+                running[0] -= 1
+            return batch * 2
+
+    shared = OneAtATime(Slow())
+    threads = [threading.Thread(target=shared.run, args=(np.ones((1, 3, 8, 8), np.float32),)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == 1 and shared.device == "cpu"
+    assert (shared.run(np.ones((1, 3, 8, 8), np.float32)) == 2).all()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -28,11 +29,26 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class OneAtATime:
+    """A runner shared by block threads that runs one batch at a time, with all its CPU threads: only one set
+    of network activations is alive (memory), while the other blocks read, decode and write (speed)."""
+
+    def __init__(self, runner: Any) -> None:
+        self.runner = runner
+        self.device = runner.device
+        self._lock = threading.Lock()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        with self._lock:
+            return self.runner.run(batch)
+
+
 class HeldModel:
-    """A loaded ``Segmenter`` passed by reference to local Dask threads (never pickled or hashed)."""
+    """A loaded ``Segmenter`` passed by reference to local Dask threads (never pickled or hashed); its network
+    runs one batch at a time (``OneAtATime``)."""
 
     def __init__(self, segmenter: "Segmenter") -> None:
-        self.segmenter = segmenter
+        self.segmenter = segmenter.with_options(model=OneAtATime(segmenter.model))
 
     def __dask_tokenize__(self) -> int:
         return id(self)
