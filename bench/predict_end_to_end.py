@@ -6,6 +6,7 @@ Setup (once; needs the package index): two virtual environments under /tmp
   - /tmp/nucleiseg-core:  this working tree, core install only (`pip install .`: no torch)
 Run (on a quiet machine):
     python bench/predict_end_to_end.py run [--images 132] [--repeats 3] [--json bench/predict_end_to_end.json]
+        [--new-args "--diameter none"]   (0.1.0 had no rescaling: compare at the same settings too)
   - the same DSB2018 validation images (splits/dsb2018_val.txt, spread over all image sizes) predicted by a
     whole process of each install, alternately, --repeats times: median seconds, MP/s and the ratio;
   - start-up: a whole process on one 256 x 256 image, each install, alternately;
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -83,11 +85,11 @@ def megapixels(paths: list[Path]) -> float:
     return total / 1e6
 
 
-def whole_process(venv: Path, inputs: list[Path], out: Path) -> float:
+def whole_process(venv: Path, inputs: list[Path], out: Path, extra: list[str] = ()) -> float:
     """Seconds for one `nucleiseg predict` process (start to exit)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     start = time.perf_counter()
-    proc = subprocess.run([str(venv / "bin/nucleiseg"), "predict", *map(str, inputs), "-o", str(out)],
+    proc = subprocess.run([str(venv / "bin/nucleiseg"), "predict", *map(str, inputs), "-o", str(out), *extra],
                           capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
@@ -153,10 +155,12 @@ def run(args: argparse.Namespace) -> dict:
 
         small = next((p for p in images if Image.open(p).size == (256, 256)), images[0])
         runs: dict[str, list[float]] = {"old": [], "new": [], "old start-up": [], "new start-up": []}
+        extra = {"old": [], "new": shlex.split(args.new_args)}
+        results["new_args"] = args.new_args
         for r in range(args.repeats):
             for name, venv in (("old", old_venv), ("new", new_venv)):
-                runs[name].append(whole_process(venv, images, tmp_path / f"{name}{r}"))
-                runs[f"{name} start-up"].append(whole_process(venv, [small], tmp_path / f"{name}-one{r}"))
+                runs[name].append(whole_process(venv, images, tmp_path / f"{name}{r}", extra[name]))
+                runs[f"{name} start-up"].append(whole_process(venv, [small], tmp_path / f"{name}-one{r}", extra[name]))
                 print(f"  repeat {r + 1} {name}: {runs[name][-1]:.2f} s, one 256 px image "
                       f"{runs[f'{name} start-up'][-1]:.2f} s", flush=True)
         med = {k: statistics.median(v) for k, v in runs.items()}
@@ -186,6 +190,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=132, help="how many validation images (default: all 132)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--new-args", default="", help='extra predict arguments for the current code, e.g. "--diameter none"')
     args = parser.parse_args()
     if args.action == "setup":
         setup(args.old, args.core)

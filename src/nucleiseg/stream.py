@@ -49,7 +49,7 @@ class StreamOptions:
     measure: bool = False
     scheduler: str | None = None
     workers: int = 2
-    block: int = 3072
+    block: int = 2048
     tile: int | None = None
     overlap: int | None = None
     halo: int = 128
