@@ -1,7 +1,8 @@
 """Score a model on every annotated set: DSB2018 validation (by kind), the validation parts of the other
 training sets, and the never-trained coelho2009_u2os; optionally the scale curve and the decoder ablation.
 
-Run: python bench/generalist.py [--model RUN_DIR] [--diameter auto|oracle|none] [--scale-curve] [--decoders]
+Run: python bench/generalist.py [--model RUN_DIR] [--diameter auto|oracle|none] [--precision auto|fp32|int8]
+     [--scale-curve] [--decoders]
 - --diameter auto: the model estimates each image's nucleus diameter (what `nucleiseg predict` does);
   oracle: the true median diameter from the labels; none: images as they are (0.1.0 behaviour).
 - --scale-curve: DSB validation images (every 3rd of the split, 44) zoomed 0.33x..3x, scored with --diameter.
@@ -129,8 +130,9 @@ def main() -> None:
     parser.add_argument("--scale-curve", action="store_true")
     parser.add_argument("--decoders", action="store_true")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--precision", choices=("auto", "fp32", "int8"), default="auto")
     args = parser.parse_args()
-    seg = load_model(args.model, tta=args.tta)
+    seg = load_model(args.model, tta=args.tta, precision=args.precision)
     t = time.perf_counter()
     if args.sets:
         score_sets(seg, args.diameter, [s for s in args.sets.split(",") if s])

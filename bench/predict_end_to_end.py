@@ -98,10 +98,10 @@ def whole_process(venv: Path, inputs: list[Path], out: Path, extra: list[str] = 
 
 
 STAGES = r'''
-import json, sys, time
+import importlib, json, sys, time
 t0 = time.perf_counter()
-import nucleiseg.inference as inference, nucleiseg.predict as predict, nucleiseg.segmenter as segmenter
-from nucleiseg.io import read_image
+# import_module, not `import a.b as c`: the package's lazy API exposes a function named predict
+inference, predict, segmenter = (importlib.import_module(f"nucleiseg.{m}") for m in ("inference", "predict", "segmenter"))
 t_import = time.perf_counter() - t0
 times = dict.fromkeys(["read", "normalise", "network", "postprocess", "write"], 0.0)
 def timed(stage, fn):

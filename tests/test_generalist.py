@@ -226,10 +226,10 @@ def test_validation_feeds_batches_to_the_models_device(monkeypatch):
     assert seen == [("meta", "meta")]
 
 
-def _fragmenting_segmenter(diameter: float):
+def _fragmenting_segmenter(diameter: float, fragment: float = 24.0):
     """A Segmenter whose stand-in "network" sees the image's nuclei (``diameter`` px at scale 1) whole while
-    they are at most 30 px across at the scale it is run at, and as a grid of 24-px fragments when larger,
-    as a network trained on 16-px nuclei does; returns (segmenter, scales it was run at)."""
+    they are at most 30 px across at the scale it is run at, and as a grid of ``fragment``-px pieces when
+    larger, as a network trained on 16-px nuclei does; returns (segmenter, scales it was run at)."""
     from nucleiseg.segmenter import Segmenter
 
     seen: list[float] = []
@@ -239,7 +239,7 @@ def _fragmenting_segmenter(diameter: float):
             seen.append(factor)
             h, w = max(1, round(image.shape[0] * factor)), max(1, round(image.shape[1] * factor))
             d = diameter * factor
-            size = d if d <= 30 else 24.0
+            size = d if d <= 30 else fragment
             step = int(size * 1.5) + 1  # a grid of discs, one per step x step cell
             yy, xx = np.mgrid[:h, :w]
             inside = (yy % step - step / 2) ** 2 + (xx % step - step / 2) ** 2 <= (size / 2) ** 2
@@ -258,8 +258,21 @@ def test_auto_diameter_looks_coarser_while_nuclei_look_larger_than_canonical(dia
     seg, seen = _fragmenting_segmenter(diameter)
     estimate = seg.estimate_diameter(np.zeros((1024, 1024, 3), np.uint8))
     assert estimate == pytest.approx(diameter, rel=0.1)
-    # small and canonical nuclei cost one pass; only larger ones are looked at again, coarser
-    assert seen == [1.0] if diameter <= 16 else len(seen) > 1 and seen[-1] < 1
+    # small nuclei cost one pass; canonical ones at most one quarter-size look more; larger ones are looked
+    # at again, coarser
+    if diameter < 16:
+        assert seen == [1.0]
+    elif diameter == 16:
+        assert seen in ([1.0], [1.0, 0.5])
+    else:
+        assert len(seen) > 1 and seen[-1] < 1
+
+
+@pytest.mark.parametrize("fragment", [17.0, 19.5, 20.5, 28.0])
+def test_auto_diameter_does_not_flip_on_the_size_of_fragments(fragment):
+    """Fragments just under or just over 1.25x canonical (where a fixed cut-off once sat) give one answer."""
+    seg, _ = _fragmenting_segmenter(110.0, fragment)
+    assert seg.estimate_diameter(np.zeros((1024, 1024, 3), np.uint8)) == pytest.approx(110.0, rel=0.15)
 
 
 def test_auto_diameter_stops_at_small_images():

@@ -61,7 +61,7 @@ def test_runners_share_one_interface():
 def test_bundled_onnx_matches_its_weights_on_the_sample():
     """model.onnx and model.safetensors can never drift apart: same probabilities, same labels."""
     assert OnnxRunner(default_model_dir() / ONNX).metadata[DIGEST_KEY] == weights_digest(default_model_dir())
-    onnx, torch_ = load_model(tta=False), load_model(tta=False, backend="torch")
+    onnx, torch_ = load_model(tta=False, precision="fp32"), load_model(tta=False, backend="torch")
     assert isinstance(onnx.model, OnnxRunner) and isinstance(torch_.model, TorchRunner)
     found = 0
     for path in sample_images():
@@ -76,7 +76,7 @@ def test_bundled_onnx_matches_its_weights_on_the_sample():
 
 def test_tta_agrees_across_runners():
     image = read_image(sample_images()[0])[:96, :128]
-    onnx, torch_ = load_model(tta=True), load_model(tta=True, backend="torch")
+    onnx, torch_ = load_model(tta=True, precision="fp32"), load_model(tta=True, backend="torch")
     assert np.abs(onnx.probabilities(image) - torch_.probabilities(image)).max() <= 1e-4
 
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # torch is only needed for the weights; configs and threshold
 
 WEIGHTS = "model.safetensors"
 ONNX = "model.onnx"
+INT8_ONNX = "model.int8.onnx"  # the same network quantised to int8 (nucleiseg export --int8)
 CONFIG = "config.json"
 THRESHOLDS = "thresholds.json"
 STATE = "checkpoint.safetensors"

@@ -30,13 +30,15 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _diameter(text: str) -> str | float:
+def _diameter(text: str) -> str | float | None:
     if text == "auto":
         return text
+    if text == "none":
+        return None
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected auto or a number of pixels, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected auto, none or a number of pixels, got {text!r}") from None
     if not 2.0 <= value <= 1000.0:
         raise argparse.ArgumentTypeError(f"a nucleus diameter must lie in [2, 1000] px, got {value}")
     return value
@@ -87,7 +89,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     summary = predict(args.inputs, args.output, model_dir=args.model, tta=args.tta, rle=args.rle,
                       overlay=args.overlay, measure=args.measure, shard=shard, backend=args.backend,
                       tile=args.tile, diameter=args.diameter, device=args.device,
-                      output_format=args.output_format, geojson=args.geojson, dask_scheduler=args.dask_scheduler)
+                      output_format=args.output_format, geojson=args.geojson, dask_scheduler=args.dask_scheduler,
+                      precision=args.precision)
     return 1 if summary.failed else 0
 
 
@@ -108,8 +111,16 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_onnx
 
+    from .errors import NucleisegError
+
+    if args.int8 and not args.data:
+        raise NucleisegError("export --int8 needs --data DIR: the training images to calibrate on")
     path = export_onnx(args.onnx, args.model)
     print(f"wrote {path}")
+    if args.int8:
+        from .quantize import quantize_onnx
+
+        print(f"wrote {quantize_onnx(args.data, args.model, images=args.calibration_images)}")
     return 0
 
 
@@ -164,10 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="onnx: the model's model.onnx in onnxruntime (default); torch: PyTorch (nucleiseg[train])")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto: a GPU when there is one (default); cuda fails without one")
+    p.add_argument("--precision", choices=("auto", "fp32", "int8"), default="auto",
+                   help="network precision (onnx backend): auto (default) runs the model's int8 network "
+                        "(model.int8.onnx) on the CPU when it has one, fp32 on a GPU; fp32 or int8 force one")
     p.add_argument("--tile", type=_positive_int, default=1024, help="tile size for large images (pixels)")
     p.add_argument("--diameter", type=_diameter, default="auto",
                    help="nucleus diameter in pixels, or auto (default) to estimate it per image; images are "
-                        "rescaled so nuclei have the model's canonical size, labels come back at full size")
+                        "rescaled so nuclei have the model's canonical size, labels come back at full size; "
+                        "none: no rescaling (the image as it is)")
     p.add_argument("--output-format", choices=("tiff", "zarr"), default="tiff",
                    help="tiff: <name>.tif label images (default; images over 64 MP stream into a tiled BigTIFF); "
                         "zarr: <name>.ome.zarr (streamed block by block, nucleiseg[slides])")
@@ -196,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a model to ONNX (default: <model folder>/model.onnx)")
     p.add_argument("--onnx", type=Path, help="output .onnx file (default: model.onnx in the model folder)")
     p.add_argument("--model", type=Path, help="run folder (default: the bundled model)")
+    p.add_argument("--int8", action="store_true",
+                   help="also write <model folder>/model.int8.onnx, quantised to int8 and calibrated on --data")
+    p.add_argument("--data", type=Path, action="append", metavar="DIR", default=[],
+                   help="with --int8: annotated training folder (its validation split is left out), repeatable")
+    p.add_argument("--calibration-images", type=_positive_int, default=32,
+                   help="with --int8: how many training images to calibrate on (default: 32)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("fetch", help="download a dataset (dsb2018: BBBC038, the original 670-image release)")

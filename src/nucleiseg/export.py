@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .checkpoint import ONNX, WEIGHTS, default_model_dir
+from .checkpoint import INT8_ONNX, ONNX, WEIGHTS, default_model_dir
 from .errors import NucleisegError
 from .runners import TORCH_HINT, OnnxRunner
 
@@ -84,15 +84,27 @@ def _probabilities_module(network: "nn.Module") -> "nn.Module":
 
 
 
-def onnx_runner(model_dir: str | Path | None = None, device: str = "auto", threads: int | None = None) -> OnnxRunner:
-    """An onnxruntime runner for a model folder's ``model.onnx``.
+PRECISIONS = ("auto", "fp32", "int8")
 
+
+def onnx_runner(model_dir: str | Path | None = None, device: str = "auto", threads: int | None = None,
+                precision: str = "auto") -> OnnxRunner:
+    """An onnxruntime runner for a model folder's ``model.onnx``, or its ``model.int8.onnx``.
+
+    ``precision``: int8 runs ``model.int8.onnx`` (an error when it is missing or stale); auto runs it when
+    it is there, up to date and the network runs on the CPU, else fp32; fp32 runs ``model.onnx``.
     A folder whose ``model.onnx`` is missing, or was exported from other weights, is exported first when
     torch is installed (into the folder, or the cache folder when the model folder is read-only); without
     torch that is a one-line error saying how to export it.
     """
+    if precision not in PRECISIONS:
+        raise NucleisegError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     folder = default_model_dir() if model_dir is None else Path(model_dir)
     path, digest = folder / ONNX, weights_digest(folder)
+    if precision != "fp32":
+        int8 = _int8_runner(folder, digest, device, threads, required=precision == "int8")
+        if int8 is not None:
+            return int8
     if path.is_file():
         runner = OnnxRunner(path, device, threads)
         if digest is None or runner.metadata.get(DIGEST_KEY) == digest:
@@ -112,6 +124,31 @@ def onnx_runner(model_dir: str | Path | None = None, device: str = "auto", threa
     except OSError:  # a read-only model folder
         cached.parent.mkdir(parents=True, exist_ok=True)
         return OnnxRunner(export_onnx(cached, folder), device, threads)
+
+
+def _int8_runner(folder: Path, digest: str | None, device: str, threads: int | None,
+                 required: bool) -> OnnxRunner | None:
+    path = folder / INT8_ONNX
+    hint = f"make it with: nucleiseg export --int8 --model {folder} --data TRAINING_DIR"
+    if not path.is_file():
+        if required:
+            raise NucleisegError(f"{folder}: no {INT8_ONNX} for --precision int8; {hint}")
+        return None
+    if not required and (device == "cuda" or (device == "auto" and _gpu_available())):
+        return None  # int8 kernels are a CPU speed-up; a GPU runs the fp32 network
+    runner = OnnxRunner(path, device, threads)
+    if digest is not None and runner.metadata.get(DIGEST_KEY) != digest:
+        if required:
+            raise NucleisegError(f"{path} is out of date (quantised from other weights); {hint}")
+        log.warning("%s is out of date (quantised from other weights): using model.onnx", path)
+        return None
+    return runner
+
+
+def _gpu_available() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
 def _cached_path(digest: str | None) -> Path:

@@ -66,12 +66,13 @@ def predict(inputs: list[str | os.PathLike[str]], out_dir: str | os.PathLike[str
             tta: bool | None = None, rle: str | Path | None = None, overlay: bool = False, measure: bool = False,
             shard: tuple[int, int] | None = None, backend: str = "onnx", tile: int = 1024,
             diameter: str | float | None = "auto", device: str = "auto", workers: int | None = None,
-            output_format: str = "tiff", geojson: bool = False, dask_scheduler: str | None = None) -> PredictSummary:
+            output_format: str = "tiff", geojson: bool = False, dask_scheduler: str | None = None,
+            precision: str = "auto") -> PredictSummary:
     """Segment every input image into ``out_dir/<name>.tif``; bad files are reported, the rest still finish.
 
     ``diameter``: ``"auto"`` estimates each image's nucleus diameter and rescales it to the model's canonical
     size, a number gives the diameter in pixels (see ``Segmenter``). ``backend``: onnx (onnxruntime) or torch;
-    ``device``: auto, cpu or cuda.
+    ``device``: auto, cpu or cuda; ``precision``: auto, fp32 or int8 (see ``load_model``).
 
     ``workers`` images (default: one per core, at most 4; ``$NUCLEISEG_PREDICT_WORKERS``) are each read,
     segmented and written by a thread of their own, and the network's CPU threads are split between them, so
@@ -95,7 +96,7 @@ def predict(inputs: list[str | os.PathLike[str]], out_dir: str | os.PathLike[str
     workers = workers or int(os.environ.get("NUCLEISEG_PREDICT_WORKERS", "0")) or min(cpu_count(), 4)
     workers = max(1, min(workers, len(items)))
     seg = load_model(model_dir, tta=tta, backend=backend, device=device,
-                     threads=max(1, cpu_count() // workers)).with_options(tile=tile, diameter=diameter)
+                     threads=max(1, cpu_count() // workers), precision=precision).with_options(tile=tile, diameter=diameter)
     from .stream import StreamOptions
     from .stream_blocks import ModelSpec
 
@@ -103,7 +104,8 @@ def predict(inputs: list[str | os.PathLike[str]], out_dir: str | os.PathLike[str
         raise NucleisegError(f"unknown output format {output_format!r}: choose tiff or zarr")
     slides = StreamOptions(output_format=output_format, geojson=geojson, measure=measure, scheduler=dask_scheduler,
                            workers=max(2, cpu_count() // 2))
-    spec = ModelSpec(str(model_dir) if model_dir else None, backend, device, tta) if dask_scheduler else None
+    spec = ModelSpec(str(model_dir) if model_dir else None, backend, device, tta,
+                     precision=precision) if dask_scheduler else None
     summary = PredictSummary()
     rows: list[tuple[str, list[str]]] = []
     pool = ThreadPoolExecutor(max_workers=workers)

@@ -19,8 +19,10 @@ from .transforms import as_rgb
 
 log = logging.getLogger(__name__)
 
-PROBE_LARGER = 1.25  # nuclei found over this multiple of the canonical diameter may be fragments: look coarser
-MIN_PROBE = 0.125  # the coarsest probe: nuclei up to about 8 x 1.25 x canonical (160 px at 16) are measured
+PROBE_LARGER = 1.0  # nuclei found larger than the canonical diameter may be fragments: look coarser
+COARSER_WINS = 1.25  # a coarser look replaces the estimate only when its nuclei are this much larger...
+TRUSTED = 1.0  # ...and, at the coarser scale, at least this multiple of canonical (not small ones merged)
+MIN_PROBE = 0.125  # the coarsest probe: nuclei up to about 8 x canonical (130-160 px at 16) are measured
 
 
 @dataclass
@@ -95,9 +97,13 @@ class Segmenter:
 
     def _probe_diameter(self, image: np.ndarray) -> tuple[float, np.ndarray]:
         """(diameter, labels at the image's own scale). The network sees nuclei much larger than its canonical
-        size as fragments of about 1.5-2x that size, never as whole nuclei; so while what it finds is over
-        1.25x canonical, the image is halved and segmented again (down to 1/8), and the first scale at which
-        the nuclei look no larger gives the estimate. The halvings cost at most a third of the first pass."""
+        size as fragments of 1.2-2x that size, never as whole nuclei; so while what it finds is larger than
+        canonical, the image is halved and segmented again (down to 1/8). A halved look that finds clearly
+        larger nuclei (x1.25, in full-size pixels), themselves at least canonical at that scale, means the finer
+        one saw fragments: its reading replaces the estimate; one that does not ends the search (halving small
+        nuclei merges them into blobs that read larger, hence the second condition). The halvings cost at most
+        a third of the first pass. (A fixed cut-off at 1.25x canonical once sat right where fragments land,
+        20-21 px at 16: a change of 1 px in the first reading flipped the estimate between 20 and 110 px.)"""
         native = self._labels_at(image, 1.0)
         diameter = median_diameter(native)
         factor = 1.0
@@ -105,10 +111,10 @@ class Segmenter:
             factor /= 2
             if min(image.shape[:2]) * factor < 64:
                 break
-            found = median_diameter(self._labels_at(image, factor))
-            if not found:
+            found = median_diameter(self._labels_at(image, factor)) / factor
+            if not (found > COARSER_WINS * diameter and found * factor >= TRUSTED * self.config.canonical_diameter):
                 break
-            diameter = found / factor
+            diameter = found
         return diameter, native
 
     def segment(self, image: np.ndarray) -> np.ndarray:
@@ -120,12 +126,13 @@ class Segmenter:
 
 
 def load_model(run_dir: str | Path | None = None, tta: bool | None = None, backend: str = "onnx",
-               device: str = "auto", threads: int | None = None) -> Segmenter:
+               device: str = "auto", threads: int | None = None, precision: str = "auto") -> Segmenter:
     """Load a trained model folder (default: the bundled model). ``tta=None`` uses the model's own default.
 
     ``backend`` "onnx" runs the folder's ``model.onnx`` with onnxruntime (no torch needed); "torch" rebuilds
     the network from its weights. ``device``: auto (a GPU when there is one), cpu or cuda. ``threads``: CPU
-    threads for the network (default: all cores).
+    threads for the network (default: all cores). ``precision`` (onnx backend): auto runs the folder's int8
+    network (``model.int8.onnx``) on the CPU when it has an up-to-date one, else fp32; fp32 or int8 force one.
     """
     from .checkpoint import load_settings
 
@@ -133,7 +140,7 @@ def load_model(run_dir: str | Path | None = None, tta: bool | None = None, backe
     if backend == "onnx":
         from .export import onnx_runner
 
-        runner: Runner = onnx_runner(folder, device, threads)
+        runner: Runner = onnx_runner(folder, device, threads, precision)
     elif backend == "torch":
         runner = torch_runner(folder, device, threads)
     else:

@@ -63,11 +63,13 @@ class ModelSpec:
     device: str = "auto"
     tta: bool | None = None
     threads: int | None = None
+    precision: str = "auto"
 
     def load(self) -> "Segmenter":
         from .segmenter import load_model
 
-        return load_model(self.run_dir, tta=self.tta, backend=self.backend, device=self.device, threads=self.threads)
+        return load_model(self.run_dir, tta=self.tta, backend=self.backend, device=self.device, threads=self.threads,
+                          precision=self.precision)
 
 
 @lru_cache(maxsize=4)
