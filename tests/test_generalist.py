@@ -56,6 +56,24 @@ def test_shrunk_image_probabilities_are_decoded_on_the_full_resolution_grid():
     assert resize_raw(np.ones((4, 4, 3)), 1.0).shape == (4, 4, 3)
 
 
+@pytest.mark.parametrize("shape", [(37, 53, 3), (120, 90, 3), (1, 9, 3), (64, 64, 1)])
+@pytest.mark.parametrize("factor", [0.23, 0.5, 0.71, 1.6, 3.0])
+def test_fast_resize_computes_what_skimage_and_scipy_do(shape, factor):
+    from scipy.ndimage import zoom
+    from skimage.transform import resize
+
+    from nucleiseg.scale import linear_resize, resize_raw, scaled_shape
+
+    image = np.random.default_rng(0).uniform(0, 255, shape).astype(np.float32)
+    out = scaled_shape(shape, factor)
+    expected = resize(image, out + shape[2:], order=1, mode="reflect", anti_aliasing=factor < 1, preserve_range=True)
+    np.testing.assert_allclose(resize_raw(image, factor), expected, atol=1e-3)
+    prob = np.moveaxis(image, -1, 0) / 255
+    expected = np.stack([zoom(c, (out[0] / shape[0], out[1] / shape[1]), order=1, mode="nearest", grid_mode=True)
+                         for c in prob])
+    np.testing.assert_allclose(linear_resize(prob, out, axes=(1, 2)), expected, atol=1e-5)
+
+
 def test_sample_windows_cover_small_images_whole_and_sample_large_ones():
     assert sample_windows((500, 700)) == [(slice(0, 500), slice(0, 700))]
     windows = sample_windows((5000, 6000), size=1024)

@@ -88,3 +88,17 @@ def test_blockwise_keeps_nuclei_larger_than_the_margin_whole():
     assert whole.max() == 4
     assert (blocks == blocks[128, 128]).sum() == (whole == whole[128, 128]).sum() > 11000
     assert _same_instances(whole, blocks)
+
+
+def test_fill_holes_equals_scipy_on_random_masks():
+    from nucleiseg.representations import fill_holes
+
+    rng = np.random.default_rng(0)
+    for trial in range(100):
+        h, w = rng.integers(1, 50, 2)
+        mask = rng.random((h, w)) < rng.uniform(0.2, 0.8)
+        mask = ndimage.binary_opening(mask) if trial % 2 else mask
+        np.testing.assert_array_equal(fill_holes(mask), ndimage.binary_fill_holes(mask), err_msg=str(trial))
+    ring = np.zeros((9, 9), bool)
+    ring[2:7, 2:7], ring[4, 4] = True, False
+    assert fill_holes(ring)[4, 4] and not fill_holes(ring)[0, 0]

@@ -45,10 +45,9 @@ def decoding_grid(prob: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray,
     h, w = prob.shape[1:]
     if h * w >= shape[0] * shape[1]:
         return prob, 1.0
-    from scipy.ndimage import zoom
+    from .scale import linear_resize
 
-    up = np.stack([zoom(c, (shape[0] / h, shape[1] / w), order=1, mode="nearest", grid_mode=True)
-                   for c in prob]).astype(np.float32, copy=False)
+    up = linear_resize(prob.astype(np.float32, copy=False), tuple(shape[:2]), axes=(1, 2))
     return up, shape[0] * shape[1] / (h * w)
 
 

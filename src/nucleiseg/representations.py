@@ -68,9 +68,22 @@ def _finish(labels: np.ndarray, min_size: int) -> np.ndarray:
     return labels.astype(np.int32)
 
 
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.binary_fill_holes`` (background 4-connected to the image edge stays background), by
+    labelling the background once instead of propagating a dilation: several times faster on large masks."""
+    background, n = ndimage.label(~mask)
+    if n == 0:
+        return mask
+    edge = np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])
+    outside = np.zeros(n + 1, bool)
+    outside[edge] = True
+    outside[0] = True  # label 0 is the mask itself
+    return mask | ~outside[background]
+
+
 def threshold_components(prob: np.ndarray, post: PostprocessConfig) -> np.ndarray:
     """Foreground = prob > mask_threshold; one instance per 8-connected component."""
-    mask = ndimage.binary_fill_holes(prob > post.mask_threshold)
+    mask = fill_holes(prob > post.mask_threshold)
     labels, _ = ndimage.label(mask, structure=np.ones((3, 3), bool))
     return _finish(labels, post.min_size)
 
@@ -94,7 +107,7 @@ def watershed_from_seeds(mask: np.ndarray, seeds: np.ndarray, surface: np.ndarra
 
 def seeded_watershed(fg: np.ndarray, border: np.ndarray, post: PostprocessConfig) -> np.ndarray:
     """Seeds where the nucleus is sure and no border is predicted; watershed grows them over the mask."""
-    mask = ndimage.binary_fill_holes(fg > post.mask_threshold)
+    mask = fill_holes(fg > post.mask_threshold)
     seeds = (fg > post.seed_threshold) & (border < post.border_threshold)
     return watershed_from_seeds(mask, seeds, -(fg - border), post)
 
@@ -102,7 +115,7 @@ def seeded_watershed(fg: np.ndarray, border: np.ndarray, post: PostprocessConfig
 def distance_watershed(fg: np.ndarray, distance: np.ndarray, post: PostprocessConfig) -> np.ndarray:
     """Seeds where the predicted distance to the nucleus edge is high (``seed_threshold``); watershed on the
     negated distance splits touching nuclei along the valley between their centres."""
-    mask = ndimage.binary_fill_holes(fg > post.mask_threshold)
+    mask = fill_holes(fg > post.mask_threshold)
     return watershed_from_seeds(mask, distance > post.seed_threshold, -distance, post)
 
 

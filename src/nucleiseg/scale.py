@@ -26,14 +26,49 @@ def scaled_shape(shape: tuple[int, ...], factor: float) -> tuple[int, int]:
 
 
 def resize_raw(image: np.ndarray, factor: float) -> np.ndarray:
-    """Resize an (H, W, C) image by ``factor`` (bilinear, anti-aliased when shrinking), keeping its dtype range."""
-    from skimage.transform import resize
+    """Resize an (H, W, C) image by ``factor`` (bilinear, anti-aliased when shrinking), keeping its dtype range:
+    what ``skimage.transform.resize(order=1, mode="reflect", anti_aliasing=factor < 1)`` computes."""
+    from scipy.ndimage import gaussian_filter
 
     if factor == 1.0:
         return image
-    shape = scaled_shape(image.shape, factor) + image.shape[2:]
-    return resize(image.astype(np.float32), shape, order=1, mode="reflect", anti_aliasing=factor < 1,
-                  preserve_range=True).astype(np.float32)
+    shape = scaled_shape(image.shape, factor)
+    image = image.astype(np.float32)
+    if factor < 1:
+        sigma = [max(0.0, (n / m - 1) / 2) for n, m in zip(image.shape[:2], shape)] + [0.0] * (image.ndim - 2)
+        image = gaussian_filter(image, sigma, mode="mirror")
+    return linear_resize(image, shape, mode="mirror")
+
+
+def _linear_weights(n_in: int, n_out: int, mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices (lower, upper) and the upper one's weight for each of ``n_out`` pixel centres."""
+    src = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+    if n_in == 1:
+        src = np.zeros(n_out)
+    elif mode == "nearest":
+        src = np.clip(src, 0, n_in - 1)
+    else:  # mirror: reflect about the first and last pixel centres
+        src = np.abs(src)
+        src = np.where(src > n_in - 1, 2 * (n_in - 1) - src, src)
+    lower = np.clip(np.floor(src).astype(np.intp), 0, max(n_in - 2, 0))
+    return lower, np.minimum(lower + 1, n_in - 1), (src - lower).astype(np.float32)
+
+
+def linear_resize(array: np.ndarray, shape: tuple[int, int], axes: tuple[int, int] = (0, 1),
+                  mode: str = "nearest") -> np.ndarray:
+    """Bilinear resize of float32 ``array`` along ``axes`` to ``shape``, pixel centres aligned (what
+    ``scipy.ndimage.zoom(order=1, grid_mode=True)`` computes, to float rounding), by two 1-D gathers: several
+    times faster than the general spline code. ``mode``: nearest or mirror, for centres beyond the edge."""
+    out = array
+    for axis, n_out in zip(axes, shape):
+        n_in = out.shape[axis]
+        if n_in == n_out:
+            continue
+        lower, upper, weight = _linear_weights(n_in, n_out, mode)
+        weight = weight.reshape([-1 if a == axis else 1 for a in range(out.ndim)])
+        a, b = np.take(out, lower, axis=axis), np.take(out, upper, axis=axis)
+        out = a + (b - a) * weight
+    return out.astype(np.float32, copy=False)
 
 
 def labels_to_shape(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
