@@ -160,4 +160,4 @@ def strip_sample(source: SlideSource, y0: int, y1: int, step: int) -> np.ndarray
     w = source.shape[1]
     strip = source.read(y0, y1, 0, w).reshape(-1, 3)
     first = (-y0 * w) % step
-    return strip[first::step]
+    return strip[first::step].copy()  # a copy: a strided view would keep the whole strip alive until the end
