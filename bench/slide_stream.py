@@ -100,7 +100,8 @@ def bench_dask(args: argparse.Namespace) -> None:
     per_worker = rates[best] / best
     for n in (1, 8, 32, 128):
         hours = 1e4 / (per_worker * n) / 3600
-        print(f"100,000 x 100,000 px (10,000 MP) on {n:>3} such workers: about {hours:.1f} h (linear extrapolation)")
+        took = f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.0f} min"
+        print(f"100,000 x 100,000 px (10,000 MP) on {n:>3} such workers: about {took} (linear extrapolation)")
 
 
 STAND_IN = """
