@@ -110,9 +110,9 @@ def decoder_ablation(seg) -> None:
 
     decoders = {
         "body_border watershed (channels 0, 1)": (lambda p, post: seeded_watershed(p[0], p[1], post),
-                                                  {"seed_threshold": (0.6, 0.7, 0.8, 0.9), "border_threshold": (0.1, 0.2, 0.3, 0.4)}),
+                                                  {"seed_threshold": (0.6, 0.7, 0.8, 0.9, 0.95), "border_threshold": (0.05, 0.1, 0.2, 0.3, 0.4)}),
         "distance watershed (channels 0, 2)": (lambda p, post: distance_watershed(p[0], p[2], post),
-                                               {"seed_threshold": (0.3, 0.4, 0.5, 0.6, 0.7), "min_seed_size": (0, 4, 8)}),
+                                               {"seed_threshold": (0.3, 0.4, 0.5, 0.6, 0.7), "min_seed_size": (0, 4, 8, 16)}),
     }
     for label, (decode, grid) in decoders.items():
         best = (-1.0, None)
