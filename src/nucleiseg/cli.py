@@ -109,9 +109,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_onnx
-
     from .errors import NucleisegError
+    from .export import export_onnx
 
     if args.int8 and not args.data:
         raise NucleisegError("export --int8 needs --data DIR: the training images to calibrate on")

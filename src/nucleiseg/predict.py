@@ -95,8 +95,8 @@ def predict(inputs: list[str | os.PathLike[str]], out_dir: str | os.PathLike[str
         ensure_output_dir(Path(rle).parent)  # fail now, not after the whole batch
     workers = workers or int(os.environ.get("NUCLEISEG_PREDICT_WORKERS", "0")) or min(cpu_count(), 4)
     workers = max(1, min(workers, len(items)))
-    seg = load_model(model_dir, tta=tta, backend=backend, device=device,
-                     threads=max(1, cpu_count() // workers), precision=precision).with_options(tile=tile, diameter=diameter)
+    seg = load_model(model_dir, tta=tta, backend=backend, device=device, threads=max(1, cpu_count() // workers),
+                     precision=precision).with_options(tile=tile, diameter=diameter)
     from .stream import StreamOptions
     from .stream_blocks import ModelSpec
 

@@ -8,6 +8,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -15,19 +16,22 @@ from .checkpoint import INT8_ONNX, default_model_dir
 from .errors import NucleisegError
 from .runners import TORCH_HINT
 
+if TYPE_CHECKING:
+    from .segmenter import Segmenter
+
 log = logging.getLogger(__name__)
 
 CALIBRATION_KEY = "nucleiseg.calibration"
 CROP = 256  # calibration inputs are cropped to this side: enough context, bounded memory
 
 
-def calibration_batches(model_dir: Path, data: list[str | os.PathLike[str]], images: int = 32,
+def calibration_batches(seg: "Segmenter", data: list[str | os.PathLike[str]], images: int = 32,
                         seed: int = 0) -> tuple[list[np.ndarray], str]:
-    """Network inputs (1, C, h, w) captured while the fp32 model segments up to ``images`` training images
-    (never their validation part), taken round-robin over the ``data`` folders; and a one-line description."""
+    """Network inputs (1, C, h, w) captured while ``seg`` (the fp32 model) segments up to ``images`` training
+    images (never their validation part), taken round-robin over the ``data`` folders; and a one-line
+    description."""
     from .data import list_dataset, train_val_split
     from .io import read_image
-    from .segmenter import load_model
 
     rng = np.random.default_rng(seed)
     pools = []
@@ -37,7 +41,6 @@ def calibration_batches(model_dir: Path, data: list[str | os.PathLike[str]], ima
     picked = [pool[k] for k in range(max(map(len, pools), default=0)) for pool in pools if k < len(pool)][:images]
     if not picked:
         raise NucleisegError("int8 calibration: no training images in " + ", ".join(map(str, data)))
-    seg = load_model(model_dir, precision="fp32", threads=None)
     captured: list[np.ndarray] = []
     run = seg.model.run
 
@@ -49,8 +52,11 @@ def calibration_batches(model_dir: Path, data: list[str | os.PathLike[str]], ima
         return run(batch)
 
     seg.model.run = capture
-    for item in picked:
-        seg.segment(read_image(item.image))
+    try:
+        for item in picked:
+            seg.segment(read_image(item.image))
+    finally:
+        seg.model.run = run
     what = f"{len(picked)} training images of " + ", ".join(Path(d).resolve().name for d in data)
     return captured, what
 
@@ -67,13 +73,15 @@ def quantize_onnx(data: list[str | os.PathLike[str]], model_dir: str | Path | No
     except ImportError:
         raise NucleisegError(f"int8 quantisation needs the onnx package: {TORCH_HINT}") from None
     from .atomic import atomic_path
-    from .export import DIGEST_KEY, onnx_runner
+    from .export import DIGEST_KEY
+    from .segmenter import load_model
 
     folder = default_model_dir() if model_dir is None else Path(model_dir)
     path = folder / INT8_ONNX if path is None else Path(path)
-    fp32 = onnx_runner(folder, device="cpu", precision="fp32")  # exports model.onnx first if it is stale
+    seg = load_model(folder, device="cpu", precision="fp32")  # exports model.onnx first if it is stale
+    fp32 = seg.model
     digest = fp32.metadata.get(DIGEST_KEY, "")
-    batches, what = calibration_batches(folder, data, images)
+    batches, what = calibration_batches(seg, data, images)
     log.info("int8 calibration on %d crops from %s", len(batches), what)
     name = fp32.session.get_inputs()[0].name
 
